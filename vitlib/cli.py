@@ -1,0 +1,178 @@
+"""Command line: `python -m vitlib {data,train,select,evaluate,predict} --help`.
+
+Every setting of `ExperimentConfig` is a flag (`--epochs 1`, `--head-softmax`), applied on top of
+a preset (`--preset seed`) and an optional YAML file (`--config my.yaml`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+import yaml
+
+from .config import FIELD_SECTION, PRESETS, SECTIONS, build_config
+from .data import MNISTError
+from .train import TrainingDiverged
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser, skip=("grid",)) -> None:
+    group = parser.add_argument_group("settings (override the preset and --config)")
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            if f.name in skip:
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            default = f.default if f.default is not MISSING else None
+            help_text = f"{section}; preset/default value otherwise (class default: {default})"
+            if str(f.type) == "bool":
+                group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                   default=None, help=help_text)
+            else:
+                group.add_argument(flag, dest=f.name, type=_TYPES[str(f.type)], default=None,
+                                   metavar=str(f.type).upper(), help=help_text)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in vars(args).items() if k in FIELD_SECTION and v is not None}
+
+
+def _parse_grid(items: list[str] | None) -> dict | None:
+    """['depth=2,3', 'lr=0.001,0.01'] -> {'depth': [2, 3], 'lr': [0.001, 0.01]}"""
+    if not items:
+        return None
+    grid = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not values:
+            raise ValueError(f"--grid expects KEY=V1,V2,..., got {item!r}")
+        grid[key.strip()] = [yaml.safe_load(v) for v in values.split(",")]
+    return grid
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="seed", choices=list(PRESETS),
+                        help="starting configuration (default: seed, the original experiment)")
+    parser.add_argument("--config", type=Path, help="YAML file of settings applied on top of the preset")
+    parser.add_argument("--out", type=Path, required=True, help="output folder for results")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def cmd_data(args) -> None:
+    from .data import ensure_mnist
+
+    ensure_mnist(args.root)
+
+
+def cmd_train(args) -> None:
+    from .experiment import train_and_test
+
+    cfg = build_config(args.preset, _overrides(args), args.config)
+    _, metrics = train_and_test(cfg, out_dir=args.out, progress=not args.no_progress)
+    print(f"test accuracy {metrics['test_accuracy']:.2%} (error {metrics['test_error']:.4f}, "
+          f"loss {metrics['test_loss']:.4f}); wrote config.json, metrics.json, checkpoint.pt to {args.out}")
+
+
+def cmd_select(args) -> None:
+    import pandas as pd
+
+    from .experiment import load_data
+    from .selection import SELECTION_RULE, select
+
+    overrides = _overrides(args)
+    grid = _parse_grid(args.grid)
+    if grid is not None:
+        overrides["grid"] = grid
+    cfg = build_config(args.preset, overrides, args.config)
+    if not cfg.selection.grid:
+        raise ValueError("the grid is empty; give one with --grid KEY=V1,V2 (e.g. --grid depth=2,3)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    result = select(cfg, load_data(cfg), args.out, progress=not args.no_progress)
+    cols = result.grid_keys + ["train_error_mean", "val_error_mean", "val_error_std", "failed_folds"]
+    with pd.option_context("display.width", 120):
+        print(result.summary[cols].to_string(index=False))
+    print(f"best: {result.best} ({SELECTION_RULE}); results in {args.out}")
+
+
+def cmd_evaluate(args) -> None:
+    from .data import load_mnist
+    from .train import evaluate, load_checkpoint
+
+    model, payload = load_checkpoint(args.checkpoint, args.device)
+    data = load_mnist(args.data_root)
+    test = evaluate(model, data.test_images, data.test_labels)
+    result = {"checkpoint": str(args.checkpoint), "test_accuracy": 1 - test["error"],
+              "test_error": test["error"], "test_loss": test["loss"], "n_test": len(data.test_images)}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{args.checkpoint}: test accuracy {result['test_accuracy']:.2%} "
+              f"({round(test['error'] * len(data.test_images))} of {len(data.test_images)} wrong), "
+              f"loss {test['loss']:.4f}")
+
+
+def cmd_predict(args) -> None:
+    import torch
+
+    from .data import load_digit_image
+    from .train import load_checkpoint, predict
+
+    model, _ = load_checkpoint(args.checkpoint, args.device)
+    images = torch.stack([load_digit_image(p) for p in args.images])
+    probs = predict(model, images)
+    for path, p in zip(args.images, probs):
+        top = int(p.argmax())
+        print(f"{path}: {top} (probability {p[top]:.3f})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m vitlib", description=__doc__.splitlines()[0], allow_abbrev=False)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", allow_abbrev=False, help="fetch and verify MNIST", description="Fetch MNIST (if needed) and verify it.")
+    p.add_argument("--root", default="data", help="data folder (default: data)")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("train", allow_abbrev=False, help="train one config on the training set and test it",
+                       description="Train one config on all 60k training images, testing after each epoch.")
+    _common(p)
+    _add_setting_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("select", allow_abbrev=False, help="k-fold model selection over a grid (resumable)",
+                       description="k-fold cross-validation over a grid; finished trials are kept and reused.")
+    _common(p)
+    p.add_argument("--grid", action="append", metavar="KEY=V1,V2",
+                   help="a grid axis, repeatable (default: the preset's grid)")
+    _add_setting_flags(p)
+    p.set_defaults(func=cmd_select)
+
+    for name, func, what in (("evaluate", cmd_evaluate, "score a checkpoint on the MNIST test set"),
+                             ("predict", cmd_predict, "classify image files with a checkpoint")):
+        p = sub.add_parser(name, allow_abbrev=False, help=what, description=what[0].upper() + what[1:] + ".")
+        p.add_argument("checkpoint", type=Path, help="checkpoint.pt written by `train`")
+        if name == "predict":
+            p.add_argument("images", nargs="+", type=Path,
+                           help="image files (any size; dark-on-light digits are inverted)")
+        else:
+            p.add_argument("--data-root", default="data", help="data folder (default: data)")
+            p.add_argument("--json", action="store_true", help="print the result as JSON")
+        p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, MNISTError, TrainingDiverged) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

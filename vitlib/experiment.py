@@ -1,0 +1,80 @@
+"""End-to-end runs that write their results next to the config that produced them.
+
+`train_and_test` trains one config on the full training set, scores it on the test set after
+every epoch, and writes `config.json`, `metrics.json` and `checkpoint.pt` to its output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from .config import ExperimentConfig
+from .data import MNIST, load_mnist
+from .model import count_parameters
+from .train import build_model, evaluate, fit, resolve_device, save_checkpoint
+
+
+def run_info(device: torch.device | str | None = None) -> dict:
+    """Where and with what a result was produced."""
+    import numpy, sklearn, torchvision  # noqa: E401  (versions only)
+
+    device = torch.device(device or resolve_device("auto"))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).parent, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", ""
+    return {
+        "device": str(device), "device_name": name, "cpu_threads": torch.get_num_threads(),
+        "python": platform.python_version(), "torch": torch.__version__,
+        "torchvision": torchvision.__version__, "numpy": numpy.__version__, "scikit-learn": sklearn.__version__,
+        "platform": platform.platform(), "git_commit": commit + ("+dirty" if commit and dirty else ""),
+    }
+
+
+def load_data(cfg: ExperimentConfig) -> MNIST:
+    """MNIST as the config asks for it (verified, fetched if missing, limited if asked)."""
+    return load_mnist(cfg.data.data_root).limit(cfg.data.train_limit, cfg.data.test_limit)
+
+
+def train_and_test(cfg: ExperimentConfig, data: MNIST | None = None, out_dir: str | Path | None = None,
+                   progress: bool = True, log=print) -> tuple[torch.nn.Module, dict]:
+    """Train `cfg` on all training images, testing after each epoch; return the model and its
+    metrics, and write them to `out_dir` when given."""
+    data = data if data is not None else load_data(cfg)
+    device = resolve_device(cfg.train.device)
+    model = build_model(cfg.model, cfg.train.seed, device)
+    log(f"Training {count_parameters(model):,} parameters on {len(data.train_images):,} images "
+        f"for {cfg.train.epochs} epochs on {device}")
+
+    def report(row):
+        log(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, error {row['train_error']:.4f} | "
+            f"test loss {row['eval_loss']:.4f}, error {row['eval_error']:.4f} ({row['seconds']:.1f} s)")
+
+    start = time.perf_counter()
+    history = fit(model, data.train_images, data.train_labels, cfg.train,
+                  eval_set=(data.test_images, data.test_labels), progress=progress, on_epoch=report)
+    seconds = time.perf_counter() - start
+    test = evaluate(model, data.test_images, data.test_labels)
+    metrics = {"test_loss": test["loss"], "test_error": test["error"], "test_accuracy": 1 - test["error"],
+               "train_loss": history[-1]["train_loss"], "train_error": history[-1]["train_error"],
+               "parameters": count_parameters(model), "train_seconds": seconds,
+               "n_train": len(data.train_images), "n_test": len(data.test_images),
+               "history": history, "run": run_info(device)}
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        save_checkpoint(out / "checkpoint.pt", model, cfg.to_dict(), history,
+                        {k: v for k, v in metrics.items() if k not in ("history", "run")})
+    return model, metrics

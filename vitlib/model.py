@@ -1,0 +1,269 @@
+"""A Vision Transformer for small images, written with tensor operations only.
+
+References: Dosovitskiy et al. 2020, "An Image is Worth 16x16 Words" (ViT); Vaswani et al. 2017,
+"Attention Is All You Need". One `ViTConfig` expresses both the course report's original model
+(per-head q/k/v, no output projection, fixed sinusoidal positions, optional softmax head) and the
+standard timm-style ViT (fused qkv + projection, learned positions, final LayerNorm, dropout).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+from torchvision.ops import stochastic_depth
+
+# Pixel statistics of the MNIST training set, used when `normalize_input` is on.
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+@dataclass
+class ViTConfig:
+    image_size: int = 28  # height = width of the input images, in pixels
+    in_chans: int = 1  # image channels
+    patch_size: int = 4  # side of a square patch; must divide image_size
+    num_classes: int = 10  # outputs of the head
+    embed_dim: int = 8  # token width
+    depth: int = 2  # number of encoder blocks
+    num_heads: int = 2  # attention heads; must divide embed_dim
+    mlp_hidden_dim: int = 16  # hidden units of each block's MLP
+    qkv_per_head: bool = False  # original: one Linear(d_head, d_head) per head on its slice of the token
+    attn_out_proj: bool = True  # output projection after attention (the original has none)
+    qkv_bias: bool = True  # bias in the q/k/v projections
+    pos_embed: str = "learned"  # 'learned', 'sinusoidal' (the original's fixed 1-D table) or 'none'
+    class_token: bool = True  # classify from a class token; False: mean of the patch tokens
+    final_norm: bool = True  # LayerNorm before the head (the original has none)
+    head_hidden_layers: int = 0  # hidden layers in the classification head (0: one Linear)
+    head_hidden_dim: int = 0  # width of those layers; 0 means mlp_hidden_dim
+    head_softmax: bool = False  # the original's Softmax after the head, which CrossEntropyLoss applies again
+    normalize_input: bool = False  # standardize pixels with the MNIST mean/std inside the model
+    drop_rate: float = 0.0  # dropout after position embedding, in MLPs and after projections
+    attn_drop_rate: float = 0.0  # dropout on the attention weights
+    drop_path_rate: float = 0.0  # stochastic depth, rising linearly to this value in the last block
+    init: str = "timm"  # 'timm' (truncated normal 0.02) or 'torch' (PyTorch defaults, as the original)
+
+    def __post_init__(self):
+        check_fields(self)
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"patch_size={self.patch_size} does not divide image_size={self.image_size}; "
+                f"choose one of {[p for p in range(1, self.image_size + 1) if self.image_size % p == 0]}"
+            )
+        if self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}; "
+                f"choose num_heads in {[h for h in range(1, self.embed_dim + 1) if self.embed_dim % h == 0]}"
+            )
+        _check_choice("pos_embed", self.pos_embed, ("learned", "sinusoidal", "none"))
+        _check_choice("init", self.init, ("timm", "torch"))
+        for name in ("image_size", "in_chans", "patch_size", "num_classes", "embed_dim", "depth",
+                     "num_heads", "mlp_hidden_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.head_hidden_layers < 0 or self.head_hidden_dim < 0:
+            raise ValueError("head_hidden_layers and head_hidden_dim must be >= 0")
+        for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_fields(obj) -> None:
+    """Coerce ints to floats where a float is declared and reject values of the wrong type."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        kind = {"int": int, "float": float, "bool": bool, "str": str}.get(str(f.type))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            setattr(obj, f.name, float(value))
+        elif kind is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            raise ValueError(f"{f.name} must be of type {kind.__name__}, got {value!r}")
+
+
+def _check_choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not valid; choose one of {list(allowed)}")
+
+
+def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
+    """The original report's fixed 1-D table: even columns sin(i / 10000^(j/d)), odd ones
+    cos(i / 10000^((j-1)/d)), computed in float64 as it did with numpy."""
+    i = torch.arange(num_positions, dtype=torch.float64)[:, None]
+    j = torch.arange(dim, dtype=torch.float64)[None, :]
+    even = j - (j % 2)
+    angle = i / (10000 ** (even / dim))
+    return torch.where(j % 2 == 0, torch.sin(angle), torch.cos(angle)).float()
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention, fused (timm) or with the original per-head projections."""
+
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.head_dim = cfg.embed_dim // cfg.num_heads
+        self.scale = self.head_dim ** -0.5
+        self.per_head = cfg.qkv_per_head
+        if self.per_head:
+            # (q|k|v, head, out, in): a block-diagonal projection, one small Linear per head.
+            h, d = self.num_heads, self.head_dim
+            self.qkv_weight = nn.Parameter(torch.empty(3, h, d, d))
+            self.qkv_bias = nn.Parameter(torch.zeros(3, h, d)) if cfg.qkv_bias else None
+            bound = 1 / math.sqrt(d)  # nn.Linear's default init for in_features = d
+            nn.init.uniform_(self.qkv_weight, -bound, bound)
+            if self.qkv_bias is not None:
+                nn.init.uniform_(self.qkv_bias, -bound, bound)
+        else:
+            self.qkv = nn.Linear(cfg.embed_dim, 3 * cfg.embed_dim, bias=cfg.qkv_bias)
+        self.attn_drop = nn.Dropout(cfg.attn_drop_rate)
+        self.proj = nn.Linear(cfg.embed_dim, cfg.embed_dim) if cfg.attn_out_proj else nn.Identity()
+        self.proj_drop = nn.Dropout(cfg.drop_rate) if cfg.attn_out_proj else nn.Identity()
+        self.last_attn: torch.Tensor | None = None
+        self.keep_attn = False  # set by ViT.attention_maps to record the weights
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.per_head:
+            xh = rearrange(x, "b n (h d) -> b h n d", h=self.num_heads)
+            qkv = torch.einsum("bhni,khoi->kbhno", xh, self.qkv_weight)  # (3, B, h, N, d)
+            if self.qkv_bias is not None:
+                qkv = qkv + self.qkv_bias[:, None, :, None, :]
+        else:
+            qkv = rearrange(self.qkv(x), "b n (k h d) -> k b h n d", k=3, h=self.num_heads)
+        q, k, v = qkv.unbind(0)  # each (B, h, N, d)
+        # With head sizes of 4-16 the explicit form is faster on CPU than the fused SDPA kernel.
+        attn = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)  # (B, h, N, N)
+        if self.keep_attn:
+            self.last_attn = attn.detach()
+        out = self.attn_drop(attn) @ v
+        out = rearrange(out, "b h n d -> b n (h d)")
+        return self.proj_drop(self.proj(out))
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, dim: int, hidden_dim: int, dropout: float):
+        super().__init__(nn.Linear(dim, hidden_dim), nn.GELU(), nn.Dropout(dropout),
+                         nn.Linear(hidden_dim, dim), nn.Dropout(dropout))
+
+
+class Block(nn.Module):
+    """Pre-norm encoder block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, cfg: ViTConfig, drop_path: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.embed_dim)
+        self.attn = Attention(cfg)
+        self.norm2 = nn.LayerNorm(cfg.embed_dim)
+        self.mlp = FeedForward(cfg.embed_dim, cfg.mlp_hidden_dim, cfg.drop_rate)
+        self.drop_path = drop_path
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + stochastic_depth(self.attn(self.norm1(x)), self.drop_path, "row", self.training)
+        x = x + stochastic_depth(self.mlp(self.norm2(x)), self.drop_path, "row", self.training)
+        return x
+
+
+class ViT(nn.Module):
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        self.cfg = cfg
+        p, d = cfg.patch_size, cfg.embed_dim
+        self.patch_embed = nn.Linear(cfg.in_chans * p * p, d)
+        num_tokens = cfg.num_patches + int(cfg.class_token)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d)) if cfg.class_token else None
+        if cfg.pos_embed == "learned":
+            self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, d))
+        elif cfg.pos_embed == "sinusoidal":
+            self.register_buffer("pos_embed", sinusoidal_table(num_tokens, d)[None], persistent=False)
+        else:
+            self.pos_embed = None
+        self.pos_drop = nn.Dropout(cfg.drop_rate)
+        rates = torch.linspace(0, cfg.drop_path_rate, cfg.depth).tolist()
+        self.blocks = nn.Sequential(*[Block(cfg, r) for r in rates])
+        self.norm = nn.LayerNorm(d) if cfg.final_norm else nn.Identity()
+        head_width = cfg.head_hidden_dim or cfg.mlp_hidden_dim
+        layers, width = [], d
+        for _ in range(cfg.head_hidden_layers):
+            layers += [nn.Linear(width, head_width), nn.GELU(), nn.Dropout(cfg.drop_rate)]
+            width = head_width
+        layers.append(nn.Linear(width, cfg.num_classes))
+        if cfg.head_softmax:
+            layers.append(nn.Softmax(dim=-1))
+        self.head = nn.Sequential(*layers)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        if self.cls_token is not None:
+            if self.cfg.init == "torch":
+                nn.init.uniform_(self.cls_token)  # the original: torch.rand
+            else:
+                nn.init.normal_(self.cls_token, std=1e-6)
+        if isinstance(self.pos_embed, nn.Parameter):
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.cfg.init == "timm":
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.trunc_normal_(m.weight, std=0.02)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+                elif isinstance(m, Attention) and m.per_head:
+                    nn.init.trunc_normal_(m.qkv_weight, std=0.02)
+                    if m.qkv_bias is not None:
+                        nn.init.zeros_(m.qkv_bias)
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images in [0, 1] -> (B, N, D) tokens after the encoder."""
+        cfg = self.cfg
+        if images.shape[-3:] != (cfg.in_chans, cfg.image_size, cfg.image_size):
+            raise ValueError(
+                f"expected images of shape (B, {cfg.in_chans}, {cfg.image_size}, {cfg.image_size}), "
+                f"got {tuple(images.shape)}"
+            )
+        if cfg.normalize_input:
+            images = (images - MNIST_MEAN) / MNIST_STD
+        p = cfg.patch_size
+        x = rearrange(images, "b c (h p1) (w p2) -> b (h w) (c p1 p2)", p1=p, p2=p)
+        x = self.patch_embed(x)  # (B, N, D)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed
+        return self.norm(self.blocks(self.pos_drop(x)))
+
+    def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
+        pooled = tokens[:, 0] if self.cls_token is not None else tokens.mean(dim=1)
+        return self.head(pooled)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes), or probabilities when `head_softmax` is on."""
+        return self.forward_head(self.forward_features(images))
+
+    @torch.no_grad()
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        out = self(images)
+        return out if self.cfg.head_softmax else out.softmax(dim=-1)
+
+    @torch.no_grad()
+    def attention_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """Attention weights of every block, (depth, B, heads, N, N), for one forward pass."""
+        attns = [blk.attn for blk in self.blocks]
+        for a in attns:
+            a.keep_attn = True
+        try:
+            self(images)
+            return torch.stack([a.last_attn for a in attns])
+        finally:
+            for a in attns:
+                a.keep_attn, a.last_attn = False, None
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,177 @@
+"""k-fold model selection over a grid of settings, resumable and parallel.
+
+Each (config, fold) trial is written to `<out>/trials/<id>.json` as soon as it finishes, so an
+interrupted run resumes where it stopped. Trials go through joblib, so `n_jobs` runs them in
+parallel processes and `joblib_backend` can hand them to a cluster engine (Ray, Dask).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import ExperimentConfig
+from .data import MNIST, kfold_splits
+from .train import TrainingDiverged, build_model, evaluate, fit, resolve_device
+
+METRICS = ["train_loss", "train_error", "val_loss", "val_error"]
+SELECTION_RULE = ("the config with the lowest mean validation misclassification error over the "
+                  "folds; ties go to the one listed first in the grid")
+
+
+@dataclass
+class SelectionResult:
+    trials: pd.DataFrame  # one row per (config, fold)
+    summary: pd.DataFrame  # one row per config: mean and std over folds
+    best: dict  # the grid point chosen by SELECTION_RULE
+    grid_keys: list[str]
+
+
+def trial_id(point: dict, fold: int) -> str:
+    parts = [f"{k}={v}" for k, v in point.items()]
+    return "_".join(parts + [f"fold={fold}"]).replace("/", "-")
+
+
+def run_trial(cfg: ExperimentConfig, point: dict, fold: int, train_idx: np.ndarray, val_idx: np.ndarray,
+              images: np.ndarray, labels: np.ndarray, threads: int = 0) -> dict:
+    """Train one config on one fold's training part and score it on its validation part.
+
+    Takes numpy arrays so that joblib hands them to worker processes as shared memory maps.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    trial_cfg = cfg.with_overrides(point)
+    device = resolve_device(trial_cfg.train.device)
+    row = {**point, "fold": fold, "status": "ok", "error_message": ""}
+    start = time.perf_counter()
+    model = build_model(trial_cfg.model, trial_cfg.train.seed, device)
+    x_train, y_train = torch.from_numpy(images[train_idx]), torch.from_numpy(labels[train_idx])
+    x_val, y_val = torch.from_numpy(images[val_idx]), torch.from_numpy(labels[val_idx])
+    try:
+        history = fit(model, x_train, y_train, trial_cfg.train, progress=False)
+        val = evaluate(model, x_val, y_val)
+        row.update(train_loss=history[-1]["train_loss"], train_error=history[-1]["train_error"],
+                   val_loss=val["loss"], val_error=val["error"], history=history)
+        if not math.isfinite(val["loss"]):
+            raise TrainingDiverged(f"validation loss is {val['loss']}")
+    except TrainingDiverged as err:  # a diverging config is a result, not a crash
+        row.update({m: float("nan") for m in METRICS}, status="failed", error_message=str(err), history=[])
+    row["seconds"] = time.perf_counter() - start
+    return row
+
+
+def select(cfg: ExperimentConfig, data: MNIST, out_dir: str | Path | None = None,
+           progress: bool = True, log=print) -> SelectionResult:
+    """Cross-validate every point of `cfg.selection.grid` on the training images of `data`."""
+    sel = cfg.selection
+    points = cfg.grid_points() or [{}]
+    images, labels = data.train_images.numpy(), data.train_labels.numpy()
+    splits = kfold_splits(len(images), sel.folds, sel.shuffle_folds, cfg.train.seed)
+    trial_dir = Path(out_dir) / "trials" if out_dir is not None else None
+    if trial_dir is not None:
+        trial_dir.mkdir(parents=True, exist_ok=True)
+
+    done, todo = [], []
+    for point in points:
+        for fold, (tr, va) in enumerate(splits, start=1):
+            stored = _load_trial(trial_dir, point, fold, _trial_settings(cfg, point))
+            (done if stored else todo).append(stored or (point, fold, tr, va))
+    if done:
+        log(f"Resuming: {len(done)} of {len(done) + len(todo)} trials already in {trial_dir}")
+
+    n_jobs = sel.n_jobs if sel.n_jobs > 0 else os.cpu_count() or 1
+    # Parallel CPU trials share the cores: one thread each avoids oversubscription.
+    threads = 1 if n_jobs > 1 and resolve_device(cfg.train.device).type == "cpu" else 0
+    tasks = (joblib.delayed(run_trial)(cfg, point, fold, tr, va, images, labels, threads)
+             for point, fold, tr, va in todo)
+    rows = list(done)
+    with joblib.parallel_config(backend=sel.joblib_backend, n_jobs=n_jobs):
+        results = joblib.Parallel(return_as="generator_unordered")(tasks)
+        for i, row in enumerate(results, start=1):
+            _save_trial(trial_dir, row, cfg)
+            rows.append(row)
+            if progress:
+                log(_trial_line(row, i, len(todo)))
+
+    grid_keys = list(cfg.selection.grid)
+    trials = pd.DataFrame(rows)
+    order = {trial_id(p, 0): i for i, p in enumerate(points)}
+    trials["_order"] = [order[trial_id({k: r[k] for k in grid_keys}, 0)] for r in rows]
+    trials = trials.sort_values(["_order", "fold"]).drop(columns="_order").reset_index(drop=True)
+    summary = summarize(trials, grid_keys)
+    ok = summary[summary["failed_folds"] == 0]
+    if ok.empty:
+        raise RuntimeError("every config failed (the loss diverged); lower the learning rate")
+    # Summary rows follow the grid's order, and idxmin keeps the first of equal values.
+    best = points[ok["val_error_mean"].idxmin()]
+    if trial_dir is not None:
+        trials.drop(columns="history").to_csv(Path(out_dir) / "trials.csv", index=False)
+        summary.to_csv(Path(out_dir) / "summary.csv", index=False)
+        (Path(out_dir) / "best.json").write_text(json.dumps(
+            {"best": best, "rule": SELECTION_RULE, "config": cfg.to_dict()}, indent=2))
+    return SelectionResult(trials, summary, best, grid_keys)
+
+
+def summarize(trials: pd.DataFrame, grid_keys: list[str]) -> pd.DataFrame:
+    """Mean and standard deviation over folds of each metric, one row per config, grid order kept."""
+    by = grid_keys or (lambda _: 0)
+    grouped = trials.groupby(by, sort=False)
+    summary = grouped[METRICS + ["seconds"]].agg(["mean", "std"])
+    summary.columns = [f"{m}_{s}" for m, s in summary.columns]
+    summary["folds"] = grouped.size()
+    summary["failed_folds"] = grouped["status"].apply(lambda s: int((s != "ok").sum()))
+    summary = summary.reset_index()
+    return summary.drop(columns="index") if not grid_keys else summary
+
+
+def _trial_line(row: dict, i: int, n: int) -> str:
+    point = ", ".join(f"{k}={row[k]}" for k in row if k not in
+                      METRICS + ["fold", "status", "error_message", "history", "seconds"])
+    if row["status"] != "ok":
+        return f"[{i}/{n}] {point} fold {row['fold']}: FAILED ({row['error_message']})"
+    return (f"[{i}/{n}] {point} fold {row['fold']}: train error {row['train_error']:.4f}, "
+            f"val error {row['val_error']:.4f} ({row['seconds']:.0f} s)")
+
+
+def _trial_settings(cfg: ExperimentConfig, point: dict) -> dict:
+    """What makes two trials the same: the trial's own settings and the folds, not how or where
+    it runs, nor the rest of the grid (so a grown grid reuses the trials it already has)."""
+    d = cfg.with_overrides(point).to_dict()
+    d["selection"] = {k: d["selection"][k] for k in ("folds", "shuffle_folds")}
+    d["data"] = {k: v for k, v in d["data"].items() if k != "data_root"}
+    d["train"] = {k: v for k, v in d["train"].items() if k != "device"}
+    return d
+
+
+def _load_trial(trial_dir: Path | None, point: dict, fold: int, settings: dict) -> dict | None:
+    if trial_dir is None:
+        return None
+    path = trial_dir / f"{trial_id(point, fold)}.json"
+    if not path.is_file():
+        return None
+    stored = json.loads(path.read_text())
+    if stored["settings"] != settings:
+        raise ValueError(
+            f"{path} holds a trial of a different experiment (its settings differ from this run's). "
+            f"Fix: write to another output folder, or move {trial_dir} away to start afresh."
+        )
+    return stored["row"]
+
+
+def _save_trial(trial_dir: Path | None, row: dict, cfg: ExperimentConfig) -> None:
+    if trial_dir is None:
+        return
+    point = {k: row[k] for k in cfg.selection.grid}
+    path = trial_dir / f"{trial_id(point, row['fold'])}.json"
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps({"settings": _trial_settings(cfg, point), "row": row}, indent=1))
+    os.replace(tmp, path)

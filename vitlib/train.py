@@ -1,0 +1,226 @@
+"""Training and evaluation on in-memory tensors, and checkpoints.
+
+`fit` trains a model with the original protocol by default (Adam, lr 0.005, batch 128,
+5 epochs) and records per epoch the "proxy loss" (cross-entropy) and the misclassification error,
+on the training batches and, when given, on a validation or test set.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .data import to_float
+from .model import ViT, ViTConfig, _check_choice, check_fields
+
+EVAL_BATCH = 1000  # evaluation needs no gradients, so larger batches are cheaper
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 5  # passes over the training set
+    batch_size: int = 128  # examples per optimizer step (the last batch may be smaller)
+    lr: float = 0.005  # peak learning rate
+    optimizer: str = "adam"  # 'adam' (the original), 'adamw' or 'sgd' (momentum 0.9)
+    weight_decay: float = 0.0  # decoupled for adamw, L2 for adam and sgd
+    lr_schedule: str = "constant"  # 'constant' (the original) or 'cosine' (decays to 0 per step)
+    warmup_epochs: float = 0.0  # linear warmup from 0 before the schedule
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    grad_clip: float = 0.0  # clip the gradient norm to this (0: off)
+    seed: int = 0  # seeds weights, batch order and dropout; same seed on CPU => same numbers
+    device: str = "auto"  # 'auto' (cuda, then mps, then cpu), or a torch device such as 'cpu'
+
+    def __post_init__(self):
+        check_fields(self)
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise ValueError(f"lr (learning rate) must be a positive number, got {self.lr}")
+        _check_choice("optimizer", self.optimizer, ("adam", "adamw", "sgd"))
+        _check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
+        for name in ("weight_decay", "warmup_epochs", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError as err:
+                raise ValueError(f"device={self.device!r} is not a torch device; use 'auto', "
+                                 f"'cpu', 'cuda', 'cuda:0' or 'mps'") from err
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def build_model(model_cfg: ViTConfig, seed: int, device: torch.device | str = "cpu") -> ViT:
+    """A freshly initialised model; the same seed gives the same weights."""
+    torch.manual_seed(seed)
+    return ViT(model_cfg).to(device)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        # No decay on biases, norms, tokens and position tables, as in timm.
+        decay = [p for p in model.parameters() if p.ndim >= 2 and p.requires_grad]
+        no_decay = [p for p in model.parameters() if p.ndim < 2 and p.requires_grad]
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Multiplier of the peak learning rate at optimizer step `step` (0-based)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "cosine":
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0
+
+
+@torch.no_grad()
+def evaluate(model: ViT, images: torch.Tensor, labels: torch.Tensor,
+             batch_size: int = EVAL_BATCH) -> dict:
+    """Mean cross-entropy ("proxy loss") and misclassification error of `model` on uint8 images.
+
+    Like the original, the loss is CrossEntropyLoss applied to what the model outputs, so with
+    `head_softmax` on it is the loss of the double softmax the original trained with.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    wrong = torch.zeros((), device=device, dtype=torch.long)
+    for start in range(0, len(images), batch_size):
+        x = to_float(images[start:start + batch_size].to(device))
+        y = labels[start:start + batch_size].to(device)
+        out = model(x)
+        loss_sum += F.cross_entropy(out, y, reduction="sum")
+        wrong += (out.argmax(dim=1) != y).sum()
+    model.train(was_training)
+    n = len(images)
+    return {"loss": loss_sum.item() / n, "error": wrong.item() / n}
+
+
+@torch.no_grad()
+def predict(model: ViT, images: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    """Class probabilities (N, num_classes) for uint8 or float images, on the CPU."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size].to(device)
+        x = to_float(x) if x.dtype == torch.uint8 else x.float()
+        out.append(model.predict_proba(x).cpu())
+    return torch.cat(out)
+
+
+def fit(model: ViT, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
+        eval_set: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = True,
+        desc: str = "train", on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+    """Train `model` in place on uint8 `images` and int64 `labels`; return the per-epoch history.
+
+    Each history row: epoch, train_loss and train_error (running, over the epoch's batches, as
+    the original reports them), eval_loss and eval_error on `eval_set` when given, lr, seconds.
+    Raises TrainingDiverged when the loss stops being finite.
+    """
+    device = next(model.parameters()).device
+    images, labels = images.to(device), labels.to(device)  # resident: batches are index lookups
+    n = len(images)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+    optimizer = make_optimizer(model, cfg)
+    order_rng = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # dropout and stochastic depth
+    history, step = [], 0
+    bar = tqdm(total=total_steps, desc=desc, disable=not progress, leave=False, unit="step")
+    model.train()
+    for epoch in range(1, cfg.epochs + 1):
+        start = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        wrong = torch.zeros((), device=device, dtype=torch.long)
+        order = torch.randperm(n, generator=order_rng).to(device)
+        for batch in order.split(cfg.batch_size):
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * lr_factor(step, total_steps, warmup_steps, cfg.lr_schedule)
+            x, y = to_float(images[batch]), labels[batch]
+            out = model(x)
+            loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            loss_sum += loss.detach() * len(batch)
+            wrong += (out.detach().argmax(dim=1) != y).sum()
+            step += 1
+            bar.update()
+        row = {"epoch": epoch, "train_loss": loss_sum.item() / n, "train_error": wrong.item() / n}
+        if not math.isfinite(row["train_loss"]):
+            bar.close()
+            raise TrainingDiverged(f"loss became {row['train_loss']} in epoch {epoch} "
+                                   f"(lr={cfg.lr}); try a smaller learning rate")
+        if eval_set is not None:
+            ev = evaluate(model, *eval_set)
+            row.update(eval_loss=ev["loss"], eval_error=ev["error"])
+        row.update(lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - start)
+        history.append(row)
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", err=f"{row['train_error']:.3f}")
+        if on_epoch is not None:
+            on_epoch(row)
+    bar.close()
+    return history
+
+
+def save_checkpoint(path: str | Path, model: ViT, config: dict, history: list[dict],
+                    metrics: dict | None = None) -> Path:
+    """Weights, the config that made them, the history and metrics, in one file (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "config": config,
+               "history": history, "metrics": metrics or {}}
+    tmp = path.with_suffix(path.suffix + ".part")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[ViT, dict]:
+    """The model (in eval mode) and the checkpoint's dict (config, history, metrics)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; train one with "
+                                f"`python -m vitlib train --out DIR` (it writes DIR/checkpoint.pt)")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    model = ViT(ViTConfig(**payload["config"]["model"]))
+    model.load_state_dict(payload["model"])
+    return model.to(resolve_device(str(device))).eval(), payload
