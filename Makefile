@@ -28,3 +28,14 @@ test: data ## Run the test suite
 clean: ## Remove runs and caches (keeps .venv and data)
 	rm -rf runs .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+PROFILE ?= seed
+
+.PHONY: report lab
+
+report: data ## Run the notebooks with params/$(PROFILE).yaml and render report/$(PROFILE)/report.{html,pdf}
+	$(PY) -m vitlib report --profile $(PROFILE)
+
+lab: setup ## Open JupyterLab on notebooks/ with the project's kernel
+	$(PY) -m ipykernel install --sys-prefix --name vitlib --display-name "Python (vitlib)"
+	$(VENV)/bin/jupyter lab notebooks/

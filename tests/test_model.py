@@ -122,3 +122,18 @@ def test_bad_model_settings_are_refused(kwargs, message):
 def test_wrong_image_shape_is_refused():
     with pytest.raises(ValueError, match=r"expected images of shape \(B, 1, 28, 28\)"):
         ViT(ViTConfig())(torch.rand(2, 1, 32, 32))
+
+
+@pytest.mark.parametrize("depth,hu_ratio", [(2, 2), (3, 4)])
+def test_same_seed_gives_the_originals_initial_weights(depth, hu_ratio):
+    torch.manual_seed(123)
+    ref = ReferenceViT(HURatio=hu_ratio, n_blocks=depth)
+    after_ref = torch.rand(3)
+    torch.manual_seed(123)
+    ours = ViT(build_config("original", {"depth": depth, "mlp_hidden_dim": 8 * hu_ratio}).model)
+    after_ours = torch.rand(3)
+    expected = vitlib_state_dict(ref)
+    got = ours.state_dict()
+    for name, value in expected.items():
+        assert torch.equal(got[name], value), name
+    assert torch.equal(after_ours, after_ref)  # the same number of draws: later randomness agrees too

@@ -131,6 +131,16 @@ def cmd_predict(args) -> None:
         print(f"{path}: {top} (probability {p[top]:.3f})")
 
 
+def cmd_report(args) -> None:
+    from .report import execute, render, results_dir
+
+    if not args.render_only:
+        execute(args.profile, args.params)
+    written = render(args.profile, pdf=not args.no_pdf)
+    print("wrote " + ", ".join(str(p) for p in written.values()) + f" (and per-notebook HTML in "
+          f"{results_dir(args.profile)})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vitlib", description=__doc__.splitlines()[0], allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true", help="print the result as JSON")
         p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("report", allow_abbrev=False, help="execute the notebooks and render the report",
+                       description="Execute the notebooks with papermill into report/PROFILE/ and render "
+                                   "report.html and report.pdf with nbconvert.")
+    p.add_argument("--profile", default="seed", help="parameter profile params/PROFILE.yaml (default: seed)")
+    p.add_argument("--params", type=Path, help="another parameter file instead of params/PROFILE.yaml")
+    p.add_argument("--render-only", action="store_true", help="render the already executed notebooks")
+    p.add_argument("--no-pdf", action="store_true", help="make only the HTML")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

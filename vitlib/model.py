@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from einops import rearrange
 from torchvision.ops import stochastic_depth
 
@@ -175,6 +174,7 @@ class ViT(nn.Module):
     def __init__(self, cfg: ViTConfig):
         super().__init__()
         self.cfg = cfg
+        rng_state = torch.get_rng_state()  # 'torch' init redraws from here, as the original did
         p, d = cfg.patch_size, cfg.embed_dim
         self.patch_embed = nn.Linear(cfg.in_chans * p * p, d)
         num_tokens = cfg.num_patches + int(cfg.class_token)
@@ -198,26 +198,54 @@ class ViT(nn.Module):
         if cfg.head_softmax:
             layers.append(nn.Softmax(dim=-1))
         self.head = nn.Sequential(*layers)
-        self._init_weights()
+        if cfg.init == "torch":
+            torch.set_rng_state(rng_state)
+            self._init_like_original()
+        else:
+            self._init_timm()
 
-    def _init_weights(self) -> None:
+    @torch.no_grad()
+    def _init_like_original(self) -> None:
+        """PyTorch's default init, drawn in the order the original built its modules, so that
+        under the same torch seed the original model's initial weights come out exactly."""
+        self.patch_embed.reset_parameters()
         if self.cls_token is not None:
-            if self.cfg.init == "torch":
-                nn.init.uniform_(self.cls_token)  # the original: torch.rand
-            else:
-                nn.init.normal_(self.cls_token, std=1e-6)
+            self.cls_token.uniform_()  # the original: nn.Parameter(torch.rand(1, d))
         if isinstance(self.pos_embed, nn.Parameter):
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        if self.cfg.init == "timm":
-            for m in self.modules():
-                if isinstance(m, nn.Linear):
-                    nn.init.trunc_normal_(m.weight, std=0.02)
-                    if m.bias is not None:
-                        nn.init.zeros_(m.bias)
-                elif isinstance(m, Attention) and m.per_head:
-                    nn.init.trunc_normal_(m.qkv_weight, std=0.02)
-                    if m.qkv_bias is not None:
-                        nn.init.zeros_(m.qkv_bias)
+        for blk in self.blocks:
+            attn = blk.attn
+            if attn.per_head:
+                for k in range(3):  # q_mappings, then k_mappings, then v_mappings, one Linear per head
+                    for h in range(attn.num_heads):
+                        lin = nn.Linear(attn.head_dim, attn.head_dim)
+                        attn.qkv_weight[k, h] = lin.weight
+                        if attn.qkv_bias is not None:
+                            attn.qkv_bias[k, h] = lin.bias
+            else:
+                attn.qkv.reset_parameters()
+            if isinstance(attn.proj, nn.Linear):
+                attn.proj.reset_parameters()
+            blk.mlp[0].reset_parameters()
+            blk.mlp[3].reset_parameters()
+        for m in self.head:
+            if isinstance(m, nn.Linear):
+                m.reset_parameters()
+
+    def _init_timm(self) -> None:
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
+        if isinstance(self.pos_embed, nn.Parameter):
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, Attention) and m.per_head:
+                nn.init.trunc_normal_(m.qkv_weight, std=0.02)
+                if m.qkv_bias is not None:
+                    nn.init.zeros_(m.qkv_bias)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) images in [0, 1] -> (B, N, D) tokens after the encoder."""

@@ -34,6 +34,7 @@ class SelectionResult:
     summary: pd.DataFrame  # one row per config: mean and std over folds
     best: dict  # the grid point chosen by SELECTION_RULE
     grid_keys: list[str]
+    reused: int = 0  # trials read back from an earlier run instead of trained
 
 
 def trial_id(point: dict, fold: int) -> str:
@@ -118,7 +119,7 @@ def select(cfg: ExperimentConfig, data: MNIST, out_dir: str | Path | None = None
         summary.to_csv(Path(out_dir) / "summary.csv", index=False)
         (Path(out_dir) / "best.json").write_text(json.dumps(
             {"best": best, "rule": SELECTION_RULE, "config": cfg.to_dict()}, indent=2))
-    return SelectionResult(trials, summary, best, grid_keys)
+    return SelectionResult(trials, summary, best, grid_keys, reused=len(done))
 
 
 def summarize(trials: pd.DataFrame, grid_keys: list[str]) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .data import to_float
 from .model import ViT, ViTConfig, _check_choice, check_fields
