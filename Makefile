@@ -31,7 +31,7 @@ clean: ## Remove runs and caches (keeps .venv and data)
 
 PROFILE ?= seed
 
-.PHONY: report lab
+.PHONY: report lab bench
 
 report: data ## Run the notebooks with params/$(PROFILE).yaml and render report/$(PROFILE)/report.{html,pdf}
 	$(PY) -m vitlib report --profile $(PROFILE)
@@ -39,3 +39,6 @@ report: data ## Run the notebooks with params/$(PROFILE).yaml and render report/
 lab: setup ## Open JupyterLab on notebooks/ with the project's kernel
 	$(PY) -m ipykernel install --sys-prefix --name vitlib --display-name "Python (vitlib)"
 	$(VENV)/bin/jupyter lab notebooks/
+
+bench: data ## Benchmark: throughput vs the original code, seed-profile wall time, peak memory
+	PYTHONUNBUFFERED=1 $(PY) benchmarks/bench.py

@@ -61,3 +61,8 @@ def test_invalid_values_fail_before_anything_runs(overrides, message):
 def test_every_preset_is_valid():
     for name in PRESETS:
         assert build_config(name).grid_points()
+
+
+def test_unknown_joblib_backend_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"joblib_backend='spark' is not valid; choose one of \['loky', 'threading'"):
+        build_config("seed", {"joblib_backend": "spark"})

@@ -67,3 +67,11 @@ def test_parallel_processes_give_the_same_numbers(tiny_data):
     parallel = select(cfg.with_overrides(n_jobs=2, joblib_backend="loky"), tiny_data, progress=False)
     cols = ["depth", "fold", "val_error", "val_loss"]
     pd.testing.assert_frame_equal(serial.trials[cols], parallel.trials[cols], atol=1e-5, rtol=1e-4)
+
+
+def test_threading_backend_gives_the_same_numbers(tiny_data):
+    cfg = grid_config(grid={"depth": [1, 2]}, folds=2)
+    serial = select(cfg, tiny_data, progress=False)
+    threaded = select(cfg.with_overrides(n_jobs=2, joblib_backend="threading"), tiny_data, progress=False)
+    cols = ["depth", "fold", "val_error", "val_loss"]
+    pd.testing.assert_frame_equal(serial.trials[cols], threaded.trials[cols], atol=1e-5, rtol=1e-4)

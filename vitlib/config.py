@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from .data import DEFAULT_ROOT
-from .model import ViTConfig, check_fields
+from .model import ViTConfig, _check_choice, check_fields
 from .train import TrainConfig
 
 
@@ -34,20 +34,24 @@ class DataConfig:
             raise ValueError("train_limit and test_limit must be >= 0 (0 means the whole split)")
 
 
+JOBLIB_BACKENDS = ("loky", "threading", "multiprocessing", "sequential", "ray", "dask")
+
+
 @dataclass
 class SelectionConfig:
     folds: int = 3  # k of k-fold cross-validation
     shuffle_folds: bool = False  # the original used KFold(shuffle=False)
     grid: dict = field(default_factory=dict)  # {key: [values]}: the configs to compare
     n_jobs: int = 1  # trials run in parallel (joblib); -1: one per CPU core
-    joblib_backend: str = "loky"  # joblib backend: 'loky' (processes), 'threading', or 'ray'/'dask' once registered
+    joblib_backend: str = "loky"  # joblib backend: 'loky' (local processes), 'threading', 'sequential', 'ray' or 'dask'
 
     def __post_init__(self):
         check_fields(self)
         if self.folds < 2:
             raise ValueError(f"folds must be >= 2 for cross-validation, got {self.folds}")
-        if self.n_jobs == 0:
-            raise ValueError("n_jobs must be a positive number of workers or -1 (all cores), not 0")
+        if self.n_jobs == 0 or self.n_jobs < -1:
+            raise ValueError(f"n_jobs must be a positive number of workers or -1 (all cores), got {self.n_jobs}")
+        _check_choice("joblib_backend", self.joblib_backend, JOBLIB_BACKENDS)
 
 
 SECTIONS = {"model": ViTConfig, "train": TrainConfig, "data": DataConfig, "selection": SelectionConfig}

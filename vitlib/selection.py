@@ -24,6 +24,7 @@ from .data import MNIST, kfold_splits
 from .train import TrainingDiverged, build_model, evaluate, fit, resolve_device
 
 METRICS = ["train_loss", "train_error", "val_loss", "val_error"]
+CLUSTER_BACKENDS = ("ray", "dask")  # n_jobs=-1 there means every worker of the cluster
 SELECTION_RULE = ("the config with the lowest mean validation misclassification error over the "
                   "folds; ties go to the one listed first in the grid")
 
@@ -89,9 +90,11 @@ def select(cfg: ExperimentConfig, data: MNIST, out_dir: str | Path | None = None
     if done:
         log(f"Resuming: {len(done)} of {len(done) + len(todo)} trials already in {trial_dir}")
 
-    n_jobs = sel.n_jobs if sel.n_jobs > 0 else os.cpu_count() or 1
-    # Parallel CPU trials share the cores: one thread each avoids oversubscription.
-    threads = 1 if n_jobs > 1 and resolve_device(cfg.train.device).type == "cpu" else 0
+    _register_backend(sel.joblib_backend)
+    n_jobs = sel.n_jobs if sel.n_jobs > 0 or sel.joblib_backend in CLUSTER_BACKENDS else os.cpu_count() or 1
+    # Parallel CPU trials in processes share the cores: one thread each avoids oversubscription.
+    in_processes = sel.joblib_backend not in ("threading", "sequential")
+    threads = 1 if n_jobs != 1 and in_processes and resolve_device(cfg.train.device).type == "cpu" else 0
     tasks = (joblib.delayed(run_trial)(cfg, point, fold, tr, va, images, labels, threads)
              for point, fold, tr, va in todo)
     rows = list(done)
@@ -122,6 +125,16 @@ def select(cfg: ExperimentConfig, data: MNIST, out_dir: str | Path | None = None
     return SelectionResult(trials, summary, best, grid_keys, reused=len(done))
 
 
+def _register_backend(name: str) -> None:
+    """joblib knows 'dask' by itself (with a dask.distributed Client running); Ray registers its own."""
+    if name == "ray":
+        try:
+            from ray.util.joblib import register_ray
+        except ImportError as err:
+            raise ImportError("joblib_backend='ray' needs Ray: pip install 'ray[default]'") from err
+        register_ray()
+
+
 def summarize(trials: pd.DataFrame, grid_keys: list[str]) -> pd.DataFrame:
     """Mean and standard deviation over folds of each metric, one row per config, grid order kept."""
     by = grid_keys or (lambda _: 0)
@@ -149,7 +162,7 @@ def _trial_settings(cfg: ExperimentConfig, point: dict) -> dict:
     d = cfg.with_overrides(point).to_dict()
     d["selection"] = {k: d["selection"][k] for k in ("folds", "shuffle_folds")}
     d["data"] = {k: v for k, v in d["data"].items() if k != "data_root"}
-    d["train"] = {k: v for k, v in d["train"].items() if k != "device"}
+    d["train"] = {k: v for k, v in d["train"].items() if k not in ("device", "compile")}
     return d
 
 

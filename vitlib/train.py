@@ -37,6 +37,8 @@ class TrainConfig:
     grad_clip: float = 0.0  # clip the gradient norm to this (0: off)
     seed: int = 0  # seeds weights, batch order and dropout; same seed on CPU => same numbers
     device: str = "auto"  # 'auto' (cuda, then mps, then cpu), or a torch device such as 'cpu'
+    compile: bool = False  # torch.compile the training step: ~1.7x faster on CPU after a 30-60 s first compile
+    amp: bool = False  # bfloat16 autocast for the forward pass (CUDA, for the larger models)
 
     def __post_init__(self):
         check_fields(self)
@@ -159,6 +161,10 @@ def fit(model: ViT, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
     optimizer = make_optimizer(model, cfg)
+    # The compiled module shares the model's parameters; the last, smaller batch of an epoch
+    # runs eagerly so that one input shape is compiled, not two.
+    step_model = torch.compile(model) if cfg.compile else model
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
     order_rng = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)  # dropout and stochastic depth
     history, step = [], 0
@@ -173,8 +179,9 @@ def fit(model: ViT, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * lr_factor(step, total_steps, warmup_steps, cfg.lr_schedule)
             x, y = to_float(images[batch]), labels[batch]
-            out = model(x)
-            loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+            with autocast:
+                out = (step_model if len(batch) == cfg.batch_size else model)(x)
+                loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
