@@ -7,6 +7,7 @@ parallel processes and `joblib_backend` can hand them to a cluster engine (Ray, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -93,12 +94,20 @@ def select(cfg: ExperimentConfig, data: MNIST, out_dir: str | Path | None = None
     _register_backend(sel.joblib_backend)
     n_jobs = sel.n_jobs if sel.n_jobs > 0 or sel.joblib_backend in CLUSTER_BACKENDS else os.cpu_count() or 1
     # Parallel CPU trials in processes share the cores: one thread each avoids oversubscription.
-    in_processes = sel.joblib_backend not in ("threading", "sequential")
-    threads = 1 if n_jobs != 1 and in_processes and resolve_device(cfg.train.device).type == "cpu" else 0
+    parallel_cpu = n_jobs != 1 and resolve_device(cfg.train.device).type == "cpu"
+    in_threads = sel.joblib_backend == "threading" and n_jobs != 1
+    if in_threads and any(cfg.with_overrides(p).model.drop_rate or cfg.with_overrides(p).model.drop_path_rate
+                          or cfg.with_overrides(p).model.attn_drop_rate for p in points):
+        raise ValueError("joblib_backend='threading' with dropout would make results depend on thread timing "
+                         "(threads share torch's random generator); use joblib_backend='loky'")
+    threads = 1 if parallel_cpu and sel.joblib_backend not in ("threading", "sequential") else 0
     tasks = (joblib.delayed(run_trial)(cfg, point, fold, tr, va, images, labels, threads)
              for point, fold, tr, va in todo)
     rows = list(done)
-    with joblib.parallel_config(backend=sel.joblib_backend, n_jobs=n_jobs):
+    torch_threads = torch.get_num_threads()
+    if in_threads and parallel_cpu:
+        torch.set_num_threads(1)  # the threads share the cores (restored below)
+    with _restore_threads(torch_threads), joblib.parallel_config(backend=sel.joblib_backend, n_jobs=n_jobs):
         results = joblib.Parallel(return_as="generator_unordered")(tasks)
         for i, row in enumerate(results, start=1):
             _save_trial(trial_dir, row, cfg)
@@ -123,6 +132,14 @@ def select(cfg: ExperimentConfig, data: MNIST, out_dir: str | Path | None = None
         (Path(out_dir) / "best.json").write_text(json.dumps(
             {"best": best, "rule": SELECTION_RULE, "config": cfg.to_dict()}, indent=2))
     return SelectionResult(trials, summary, best, grid_keys, reused=len(done))
+
+
+@contextlib.contextmanager
+def _restore_threads(n: int):
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _register_backend(name: str) -> None:

@@ -8,6 +8,7 @@ on the training batches and, when given, on a validation or test set.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -79,10 +80,15 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+_INIT_LOCK = threading.Lock()  # seeding and drawing from torch's global generator must not interleave
+
+
 def build_model(model_cfg: ViTConfig, seed: int, device: torch.device | str = "cpu") -> ViT:
-    """A freshly initialised model; the same seed gives the same weights."""
-    torch.manual_seed(seed)
-    return ViT(model_cfg).to(device)
+    """A freshly initialised model; the same seed gives the same weights (also across threads)."""
+    with _INIT_LOCK:
+        torch.manual_seed(seed)
+        model = ViT(model_cfg)
+    return model.to(device)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -166,7 +172,8 @@ def fit(model: ViT, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig
     step_model = torch.compile(model) if cfg.compile else model
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
     order_rng = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)  # dropout and stochastic depth
+    with _INIT_LOCK:
+        torch.manual_seed(cfg.seed)  # dropout and stochastic depth
     history, step = [], 0
     bar = tqdm(total=total_steps, desc=desc, disable=not progress, leave=False, unit="step")
     model.train()
