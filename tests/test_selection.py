@@ -48,7 +48,7 @@ def test_interrupted_run_resumes_without_recomputing(tiny_data, tmp_path, monkey
 
 def test_trials_of_another_experiment_are_not_mixed_in(tiny_data, tmp_path):
     select(grid_config(grid={"depth": [1]}), tiny_data, tmp_path, progress=False)
-    with pytest.raises(ValueError, match="holds a trial of a different experiment.*another output folder"):
+    with pytest.raises(ValueError, match=r"different experiment: lr \(0.005 there, 0.01 now\).*another output folder"):
         select(grid_config(grid={"depth": [1]}, lr=0.01), tiny_data, tmp_path, progress=False)
 
 
@@ -75,3 +75,13 @@ def test_threading_backend_gives_the_same_numbers(tiny_data):
     threaded = select(cfg.with_overrides(n_jobs=2, joblib_backend="threading"), tiny_data, progress=False)
     cols = ["depth", "fold", "val_error", "val_loss"]
     pd.testing.assert_frame_equal(serial.trials[cols], threaded.trials[cols], atol=1e-5, rtol=1e-4)
+
+
+def test_trials_written_before_a_setting_existed_are_reused(tiny_data, tmp_path):
+    cfg = grid_config(grid={"depth": [1]}, folds=2)
+    select(cfg, tiny_data, tmp_path, progress=False)
+    for path in (tmp_path / "trials").glob("*.json"):  # as if written by a version without ema_decay
+        stored = json.loads(path.read_text())
+        del stored["settings"]["train"]["ema_decay"]
+        path.write_text(json.dumps(stored))
+    assert select(cfg, tiny_data, tmp_path, progress=False, log=lambda *_: None).reused == 2

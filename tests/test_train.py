@@ -129,3 +129,40 @@ def test_device_is_chosen_and_overridable():
 
 def test_lr_is_finite_after_warmup():
     assert all(math.isfinite(lr_factor(s, 10, 20, "cosine")) for s in range(10))
+
+
+def test_random_affine_is_the_identity_at_zero_and_moves_pixels_within_bounds():
+    from vitlib.train import random_affine
+
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, 0, 14, 14] = 1.0
+    torch.testing.assert_close(random_affine(x, 0, 0, 0), x)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    shifted = random_affine(x, 0, 0.1, 0, g1)
+    torch.testing.assert_close(shifted, random_affine(x, 0, 0.1, 0, g2))  # seeded: reproducible
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    mass = shifted.sum(dim=(1, 2, 3))
+    cy = (shifted[:, 0] * ys).sum(dim=(1, 2)) / mass
+    cx = (shifted[:, 0] * xs).sum(dim=(1, 2)) / mass
+    assert ((cy - 14).abs() <= 2.8 + 1e-4).all() and ((cx - 14).abs() <= 2.8 + 1e-4).all()  # 0.1 of 28 px
+    assert torch.allclose(mass, torch.ones(64), atol=1e-5)  # a shifted interior pixel keeps its mass
+    assert len({(round(a, 3), round(b, 3)) for a, b in zip(cy.tolist(), cx.tolist())}) > 50  # per image
+
+
+def test_ema_ends_with_the_moving_average_of_the_weights(tiny_data):
+    """Full-batch steps (one per epoch), so fits of 1, 2 and 3 epochs are prefixes of one trajectory."""
+    x, y = tiny_data.train_images[:200], tiny_data.train_labels[:200]
+    snapshots = []
+    for epochs in (1, 2, 3):
+        m = build_model(SMALL, seed=0)
+        fit(m, x, y, TrainConfig(epochs=epochs, batch_size=200), progress=False)
+        snapshots.append(m.state_dict())
+    decay = 0.9
+    averaged = build_model(SMALL, seed=0)
+    fit(averaged, x, y, TrainConfig(epochs=3, batch_size=200, ema_decay=decay), progress=False)
+    for name in ("patch_embed.weight", "head.0.bias"):
+        expected = snapshots[0][name]  # the average starts at the weights after the first step
+        for later in snapshots[1:]:
+            expected = decay * expected + (1 - decay) * later[name]
+        torch.testing.assert_close(averaged.state_dict()[name], expected, atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(averaged.state_dict()[name], snapshots[-1][name])

@@ -7,7 +7,9 @@ every epoch, and writes `config.json`, `metrics.json` and `checkpoint.pt` to its
 from __future__ import annotations
 
 import json
+import os
 import platform
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -78,3 +80,54 @@ def train_and_test(cfg: ExperimentConfig, data: MNIST | None = None, out_dir: st
         save_checkpoint(out / "checkpoint.pt", model, cfg.to_dict(), history,
                         {k: v for k, v in metrics.items() if k not in ("history", "run")})
     return model, metrics
+
+
+def _train_variant(cfg: ExperimentConfig, arrays: tuple, out_dir: Path, threads: int) -> dict:
+    """One variant, in a worker: train, test, and keep which test images it got right."""
+    import numpy as np
+
+    if threads:
+        torch.set_num_threads(threads)
+    data = MNIST(*(torch.from_numpy(np.array(a)) for a in arrays))  # a writable copy of joblib's read-only map
+    model, metrics = train_and_test(cfg, data, out_dir, progress=False, log=lambda *a: None)
+    from .train import predict
+
+    correct = (predict(model, data.test_images).argmax(1) == data.test_labels).numpy()
+    np.save(out_dir / "test_correct.npy", correct)
+    return metrics
+
+
+def train_variants(variants: dict[str, ExperimentConfig], data: MNIST, out_dir: str | Path,
+                   n_jobs: int = 1, backend: str = "loky", log=print) -> dict[str, dict]:
+    """Train several configs on the full training set (in parallel), each into out_dir/<name>/.
+
+    A variant whose folder already holds metrics for the same config is read back, not retrained.
+    Folder names are the variant names made filename-safe ("seed 1" -> seed-1).
+    Returns {name: metrics}, each with `test_correct` (per test image, for paired tests).
+    """
+    import joblib
+    import numpy as np
+
+    out_dir = Path(out_dir)
+    folders = {name: out_dir / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "run") for name in variants}
+    results, todo = {}, {}
+    for name, cfg in variants.items():
+        folder = folders[name]
+        done = (folder / "config.json").is_file() and (folder / "test_correct.npy").is_file()
+        if done and json.loads((folder / "config.json").read_text()) == cfg.to_dict():
+            results[name] = json.loads((folder / "metrics.json").read_text())
+        else:
+            todo[name] = cfg
+    if results:
+        log(f"Reusing {len(results)} finished run(s) from {out_dir}: {', '.join(results)}")
+    arrays = tuple(t.numpy() for t in (data.train_images, data.train_labels, data.test_images, data.test_labels))
+    n_jobs = n_jobs if n_jobs > 0 else os.cpu_count() or 1
+    threads = 1 if n_jobs > 1 and backend != "threading" else 0
+    jobs = (joblib.delayed(_train_variant)(cfg, arrays, folders[name], threads) for name, cfg in todo.items())
+    with joblib.parallel_config(backend=backend, n_jobs=min(n_jobs, max(1, len(todo)))):
+        for name, metrics in zip(todo, joblib.Parallel()(jobs)):
+            log(f"{name}: test accuracy {metrics['test_accuracy']:.2%} ({metrics['train_seconds']:.0f} s)")
+            results[name] = metrics
+    for name in results:
+        results[name]["test_correct"] = np.load(folders[name] / "test_correct.npy")
+    return {name: results[name] for name in variants}

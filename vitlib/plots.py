@@ -90,3 +90,77 @@ def digit_grid(images: torch.Tensor, titles: list[str], cols: int = 8, title: st
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def digit_patches(image: torch.Tensor, patch_grid: torch.Tensor) -> plt.Figure:
+    """A digit, and the same digit cut into the patches the model sees as tokens.
+    `patch_grid`: (rows, cols, C, p, p) from `explain.patches`."""
+    rows, cols = patch_grid.shape[:2]
+    fig = plt.figure(figsize=(8, 3.8))
+    ax = fig.add_subplot(1, 2, 1)
+    ax.imshow(image[0].numpy(), cmap="gray_r")
+    p = image.shape[-1] // cols
+    for k in range(1, cols):
+        ax.axvline(k * p - 0.5, color="tab:red", lw=0.6)
+        ax.axhline(k * p - 0.5, color="tab:red", lw=0.6)
+    ax.set_title(f"{image.shape[-1]}×{image.shape[-1]} digit, {rows * cols} patches of {p}×{p}")
+    ax.axis("off")
+    grid = fig.add_gridspec(rows, cols, left=0.55, right=0.98, top=0.88, bottom=0.05, wspace=0.15, hspace=0.15)
+    for r in range(rows):
+        for c in range(cols):
+            a = fig.add_subplot(grid[r, c])
+            a.imshow(patch_grid[r, c, 0].numpy(), cmap="gray_r", vmin=0, vmax=255)
+            a.set_xticks([])
+            a.set_yticks([])
+    fig.text(0.765, 0.93, "tokens 1–49, row by row", ha="center")
+    return fig
+
+
+def position_similarity(similarity: torch.Tensor, title: str) -> plt.Figure:
+    """Cosine similarity of each patch's position embedding to every other, as in the ViT paper:
+    one small map per patch, laid out where that patch sits in the image."""
+    side = int(round(similarity.shape[0] ** 0.5))
+    maps = similarity.reshape(side, side, side, side).numpy()
+    fig, axes = plt.subplots(side, side, figsize=(6, 6))
+    for r in range(side):
+        for c in range(side):
+            axes[r, c].imshow(maps[r, c], cmap="viridis", vmin=-1, vmax=1)
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def attention_overlays(images: torch.Tensor, rollout: torch.Tensor, titles: list[str]) -> plt.Figure:
+    """Digits with the class token's attention rollout laid over them."""
+    n = len(images)
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.4), squeeze=False)
+    size = images.shape[-1]
+    for i in range(n):
+        axes[0, i].imshow(images[i, 0].numpy(), cmap="gray_r")
+        axes[0, i].set_title(titles[i], fontsize=8)
+        heat = torch.nn.functional.interpolate(rollout[i][None, None], size=(size, size), mode="nearest")[0, 0]
+        axes[1, i].imshow(images[i, 0].numpy(), cmap="gray_r")
+        axes[1, i].imshow(heat.numpy(), cmap="inferno", alpha=0.6)
+        for ax in axes[:, i]:
+            ax.axis("off")
+    fig.suptitle("Attention rollout of the class token (bottom: brighter = more attention)")
+    fig.tight_layout()
+    return fig
+
+
+def per_class_accuracy(accuracy: torch.Tensor) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.bar(range(len(accuracy)), accuracy.numpy(), color="tab:blue")
+    ax.set_xticks(range(len(accuracy)))
+    ax.set_xlabel("digit")
+    ax.set_ylabel("test accuracy")
+    low = float(accuracy.min())
+    ax.set_ylim(max(0.0, low - 0.1), 1.0)
+    for i, a in enumerate(accuracy.numpy()):
+        ax.text(i, a, f"{a:.1%}", ha="center", va="bottom", fontsize=7)
+    ax.set_title("Test accuracy per class")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig

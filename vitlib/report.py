@@ -15,16 +15,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown
 
 from .config import FIELD_SECTION, ExperimentConfig, _reject_unknown, build_config
 from .data import MNIST
-from .experiment import load_data, run_info, train_and_test
+from .experiment import load_data, run_info, train_and_test, train_variants
 from .selection import SELECTION_RULE, SelectionResult, select
+from .stats import mcnemar, mean_std, wilson_interval
+from .train import load_checkpoint, predict
 
-NOTEBOOKS = ["01_model_selection.ipynb", "02_final_evaluation.ipynb"]
+NOTEBOOKS = ["01_model_selection.ipynb", "02_final_evaluation.ipynb", "03_understanding.ipynb"]
+# The reproduction and ablation: name -> preset (vitlib.config.PRESETS).
+ABLATION = {"original (head softmax, as in the report)": "original",
+            "original without the head softmax": "seed",
+            "same size, modern recipe": "modern"}
 NOTEBOOK_NAMES = {"profile", "preset"}  # notebook parameters that are not experiment settings
 PDF_PACKAGES = "texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc"
 _IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
@@ -68,6 +75,19 @@ class NotebookRun:
         self._save_timing("selection_seconds", trials=len(result.trials), trials_reused=result.reused)
         return result
 
+    def selection_result(self) -> SelectionResult:
+        """The finished model selection, read back (every trial is on disk after notebook 01)."""
+        self.best_overrides()  # a clear error if notebook 01 has not run
+        return select(self.config, self.load_data(), self.out / "selection", progress=False, log=lambda *a: None)
+
+    def final_model(self):
+        """The final model of notebook 02, from its checkpoint."""
+        path = self.out / "final" / "checkpoint.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: run notebooks/{NOTEBOOKS[1]} with profile "
+                                    f"{self.profile!r} first (`make report PROFILE={self.profile}` runs all).")
+        return load_checkpoint(path)[0]
+
     def best_overrides(self) -> dict:
         path = self.out / "selection" / "best.json"
         if not path.is_file():
@@ -79,8 +99,39 @@ class NotebookRun:
         """The selected config trained on all training images, tested after every epoch."""
         cfg = self.config.with_overrides(self.best_overrides())
         model, metrics = train_and_test(cfg, data, self.out / "final", progress=False, log=_print_flush)
+        correct = (predict(model, data.test_images).argmax(1) == data.test_labels).numpy()
+        np.save(self.out / "final" / "test_correct.npy", correct)  # for the paired test against the runner-up
         self._save_timing("final_seconds")
         return model, metrics, cfg
+
+    # Settings that say how much data and how long, and how a run is executed: these carry over
+    # from the profile to the extra runs below; everything else comes from each run's own preset.
+    CARRY_OVER = ("epochs", "train_limit", "test_limit", "seed", "device", "compile", "data_root")
+
+    def seeds_and_runner_up(self, data: MNIST, selection: SelectionResult, n_seeds: int = 3) -> dict:
+        """The selected config with more seeds, and the runner-up, each on all training images."""
+        final = self.config.with_overrides(self.best_overrides())
+        base_seed = final.train.seed
+        variants = {f"seed {base_seed + i}": final.with_overrides(seed=base_seed + i) for i in range(1, n_seeds)}
+        runner_up = _runner_up(selection)
+        if runner_up is not None:
+            variants["runner-up"] = self.config.with_overrides(runner_up)
+        sel = self.config.selection
+        first = json.loads((self.out / "final" / "metrics.json").read_text())
+        first["test_correct"] = np.load(self.out / "final" / "test_correct.npy")
+        others = train_variants(variants, data, self.out / "final_variants", sel.n_jobs, sel.joblib_backend,
+                                log=_print_flush)
+        return {f"seed {base_seed} (the final model above)": first, **others}
+
+    def ablation(self, data: MNIST) -> tuple[dict, dict]:
+        """The original model with and without its head softmax, and with a modern recipe, at the
+        original's chosen size (3 blocks, 16 MLP units) and with this profile's data and epochs."""
+        carried = {k: v for k, v in self.config.flat().items() if k in self.CARRY_OVER}
+        variants = {name: build_config(preset, carried) for name, preset in ABLATION.items()}
+        sel = self.config.selection
+        results = train_variants(variants, data, self.out / "ablation", sel.n_jobs, sel.joblib_backend,
+                                 log=_print_flush)
+        return results, variants
 
     def _save_timing(self, key: str, **extra) -> None:
         path = self.out / "timing.json"
@@ -126,8 +177,11 @@ def _print_flush(*args):
 class Table:
     """A DataFrame with an HTML and a LaTeX rendering (nbconvert's PDF route uses the LaTeX)."""
 
-    def __init__(self, df: pd.DataFrame, caption: str = "", formats: dict | None = None, digits: int = 4):
+    def __init__(self, df: pd.DataFrame, caption: str = "", formats: dict | None = None, digits: int = 4,
+                 widths: dict | None = None):
         self.df, self.caption = df, caption
+        # LaTeX column widths for long text ({column: "3cm"}); other columns size themselves.
+        self.columns = "".join(f"p{{{(widths or {})[c]}}}" if c in (widths or {}) else "l" for c in df.columns)
         formats = formats or {}
         self.text = pd.DataFrame({c: [_format(v, formats.get(c), digits) for v in df[c]] for c in df.columns})
 
@@ -139,7 +193,7 @@ class Table:
         def row(cells):
             return " & ".join(_latex_escape(str(c)) for c in cells) + r" \\"
 
-        columns = "l" * len(self.text.columns)
+        columns = self.columns
         caption = rf"\textbf{{{_latex_escape(self.caption)}}}" if self.caption else ""
         body = [r"\toprule", row(self.text.columns), r"\midrule",
                 *(row(r) for r in self.text.itertuples(index=False)), r"\bottomrule"]
@@ -148,7 +202,8 @@ class Table:
             return "\n".join([r"{\small"] + head + body + [r"\end{longtable}}"])
         # short tables stay in one piece, caption included
         return "\n".join([r"\begin{center}\begin{minipage}{\linewidth}\centering", caption + r"\\[4pt]",
-                          r"{\small", rf"\begin{{tabular}}{{{columns}}}", *body, r"\end{tabular}}",
+                          r"{\small\setlength{\tabcolsep}{4pt}", rf"\begin{{tabular}}{{{columns}}}", *body,
+                          r"\end{tabular}}",
                           r"\end{minipage}\end{center}"])
 
     def __repr__(self) -> str:
@@ -220,11 +275,16 @@ def selection_table(result: SelectionResult) -> Table:
     df = s[result.grid_keys].copy()
     for metric in ("train_loss", "train_error", "val_loss", "val_error"):
         df[metric.replace("_", " ")] = [_pm(m, sd) for m, sd in zip(s[f"{metric}_mean"], s[f"{metric}_std"])]
-    df["s / trial"] = s["seconds_mean"].round(1)
-    df["failed folds"] = s["failed_folds"]
-    df["selected"] = ["yes" if all(r[k] == v for k, v in result.best.items()) else "" for _, r in s.iterrows()]
+    df["s/trial"] = s["seconds_mean"].round(1)
+    if s["failed_folds"].any():
+        df["failed folds"] = s["failed_folds"]
+    df["chosen"] = ["yes" if all(r[k] == v for k, v in result.best.items()) else "" for _, r in s.iterrows()]
     return Table(df, f"Model selection: mean ± std over {int(s['folds'].max())} folds "
                      f"(error = misclassification rate, loss = cross-entropy)", digits=1)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _pm(mean: float, std: float) -> str:
@@ -265,7 +325,7 @@ def final_table(metrics: dict) -> Table:
              1 - metrics["train_error"]),
             ("test", metrics["test_loss"], metrics["test_error"], metrics["test_accuracy"])]
     df = pd.DataFrame(rows, columns=["set", "proxy loss", "misclassification error", "accuracy"])
-    return Table(df, f"Final model after {len(metrics['history'])} epochs", formats={"accuracy": "{:.2%}"})
+    return Table(df, f"Final model after {_plural(len(metrics['history']), 'epoch')}", formats={"accuracy": "{:.2%}"})
 
 
 def final_conclusion(metrics: dict, cfg: ExperimentConfig, best: dict) -> Markdown:
@@ -274,17 +334,20 @@ def final_conclusion(metrics: dict, cfg: ExperimentConfig, best: dict) -> Markdo
     name = ", ".join(f"{k} = {v}" for k, v in best.items())
     return Markdown(
         f"The selected model ({name}; {metrics['parameters']:,} parameters) reaches a **test accuracy of "
-        f"{metrics['test_accuracy']:.2%}** ({wrong} of {n:,} test digits wrong) after {cfg.train.epochs} epochs "
+        f"{metrics['test_accuracy']:.2%}** ({wrong} of {n:,} test digits wrong) after {_plural(cfg.train.epochs, 'epoch')} "
         f"of training on {metrics['n_train']:,} images, which took {metrics['train_seconds']:.0f} s on "
         f"{metrics['run']['device']} ({metrics['run']['device_name']})."
     )
 
 
+def prediction_captions(model, images: torch.Tensor, labels: torch.Tensor) -> list[str]:
+    probs = predict(model, images)
+    return [f"{int(y)} → {int(p.argmax())} ({float(p.max()):.2f})" for y, p in zip(labels, probs)]
+
+
 def misclassified(model, data: MNIST, limit: int = 24) -> tuple[torch.Tensor, list[str], torch.Tensor]:
     """The test digits the model gets wrong, most confident first, with 'true → predicted (p)' captions,
     and all test predictions."""
-    from .train import predict
-
     probs = predict(model, data.test_images)
     pred = probs.argmax(1)
     wrong = (pred != data.test_labels).nonzero().flatten()
@@ -370,3 +433,87 @@ def render(profile: str, pdf: bool = True) -> dict:
             (out / "report.pdf").write_bytes(data)
             written["pdf"] = out / "report.pdf"
     return written
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics and the ablation
+
+
+def _runner_up(selection: SelectionResult) -> dict | None:
+    ok = selection.summary[selection.summary["failed_folds"] == 0].sort_values("val_error_mean", kind="stable")
+    rows = ok[selection.grid_keys].to_dict("records")
+    return rows[1] if len(rows) > 1 else None
+
+
+def _interval_text(metrics: dict) -> str:
+    lo, hi = wilson_interval(round(metrics["test_accuracy"] * metrics["n_test"]), metrics["n_test"])
+    return f"{lo * 100:.2f}–{hi * 100:.2f}%"
+
+
+def seeds_table(runs: dict) -> Table:
+    rows = [(name, m["test_accuracy"], _interval_text(m), m["test_loss"], m["train_seconds"])
+            for name, m in runs.items() if name != "runner-up"]
+    df = pd.DataFrame(rows, columns=["run", "test accuracy", "95% CI (Wilson)", "test proxy loss", "train s"])
+    return Table(df, "The selected config, trained with different seeds",
+                 formats={"test accuracy": "{:.2%}", "train s": "{:.0f}"})
+
+
+def statistics_conclusion(runs: dict, selection: SelectionResult) -> Markdown:
+    seeds = [m["test_accuracy"] for name, m in runs.items() if name != "runner-up"]
+    mean, std = mean_std(seeds)
+    first = next(iter(runs.values()))
+    lo, hi = wilson_interval(round(first["test_accuracy"] * first["n_test"]), first["n_test"])
+    text = (f"Over {len(seeds)} seeds the selected config reaches **{mean:.2%} ± {std:.2%}** test accuracy "
+            f"(mean ± standard deviation). For one run, the 95% Wilson interval of its test accuracy is "
+            f"{lo:.2%} – {hi:.2%} ({hi - lo:.2%} wide): differences between seeds "
+            f"{'are larger than' if std * 2 > hi - lo else 'fit within'} what the test set alone can resolve.")
+    if "runner-up" in runs:
+        runner = _runner_up(selection)
+        test = mcnemar(first["test_correct"], runs["runner-up"]["test_correct"])
+        name = ", ".join(f"{k} = {v}" for k, v in runner.items())
+        verdict = ("a significant difference at the 5% level" if test["p_value"] < 0.05
+                   else "no significant difference at the 5% level: the choice between them is within noise")
+        text += (f"\n\nAgainst the runner-up of model selection ({name}; test accuracy "
+                 f"{runs['runner-up']['test_accuracy']:.2%}, same seed), the exact McNemar test on the "
+                 f"{test['discordant']} test images that exactly one of the two gets right "
+                 f"({test['a_only_right']} only the selected, {test['b_only_right']} only the runner-up) gives "
+                 f"p = {test['p_value']:.3g}: {verdict}.")
+    return Markdown(text)
+
+
+def ablation_table(results: dict, variants: dict) -> Table:
+    rows = []
+    for name, m in results.items():
+        c = variants[name]
+        recipe = (f"{c.train.optimizer}, lr {c.train.lr}, {c.train.lr_schedule}"
+                  + (f" + {c.train.warmup_epochs:g} warmup epoch(s)" if c.train.warmup_epochs else "")
+                  + (", wd " + f"{c.train.weight_decay:g}" if c.train.weight_decay else ""))
+        model = ("per-head qkv, no out proj" if c.model.qkv_per_head else "fused qkv + out proj") + \
+                (", sinusoidal pos" if c.model.pos_embed == "sinusoidal" else f", {c.model.pos_embed} pos") + \
+                (", final LN" if c.model.final_norm else "") + (", input norm" if c.model.normalize_input else "") + \
+                (", head softmax" if c.model.head_softmax else "")
+        rows.append((name, f"{model}; {m['parameters']:,} parameters", recipe, m["test_accuracy"], _interval_text(m)))
+    df = pd.DataFrame(rows, columns=["run", "model", "training", "test accuracy", "95% CI"])
+    any_cfg = next(iter(variants.values()))
+    return Table(df, f"Reproduction and ablation: depth {any_cfg.model.depth}, MLP {any_cfg.model.mlp_hidden_dim}, "
+                     f"embed {any_cfg.model.embed_dim}, batch {any_cfg.train.batch_size}, "
+                     f"{_plural(any_cfg.train.epochs, 'epoch')}, seed {any_cfg.train.seed}",
+                 formats={"test accuracy": "{:.2%}"},
+                 widths={"run": "3cm", "model": "4.4cm", "training": "3.4cm"})
+
+
+def ablation_conclusion(results: dict) -> Markdown:
+    acc = {name: m["test_accuracy"] for name, m in results.items()}
+    names = list(acc)
+    first = next(iter(results.values()))
+    lo, hi = wilson_interval(round(first["test_accuracy"] * first["n_test"]), first["n_test"])
+    gain = acc[names[1]] - acc[names[0]]
+    text = (f"With the head softmax, as the report trained it, the model reaches {acc[names[0]]:.2%} (the report "
+            f"gave 73%); without it, the same model and protocol reach {acc[names[1]]:.2%} ({gain * 100:+.2f} points). At the "
+            f"same tiny size, a modern recipe reaches {acc[names[2]]:.2%}. ")
+    if gain > hi - lo:
+        text += ("Removing the double softmax moves the accuracy by more than the width of a 95% confidence "
+                 "interval on this test set, so most of the report's shortfall came from that bug.")
+    else:
+        text += "On this run the double softmax's effect is within the test set's 95% confidence interval."
+    return Markdown(text)

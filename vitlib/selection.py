@@ -8,6 +8,7 @@ parallel processes and `joblib_backend` can hand them to a cluster engine (Ray, 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -189,13 +190,27 @@ def _load_trial(trial_dir: Path | None, point: dict, fold: int, settings: dict) 
     path = trial_dir / f"{trial_id(point, fold)}.json"
     if not path.is_file():
         return None
-    stored = json.loads(path.read_text())
-    if stored["settings"] != settings:
+    stored = _with_defaults(json.loads(path.read_text())["settings"], settings)
+    if stored != settings:
+        differ = sorted(f"{k} ({stored[sec][k]!r} there, {v!r} now)" for sec in settings
+                        for k, v in settings[sec].items() if stored[sec][k] != v)
         raise ValueError(
-            f"{path} holds a trial of a different experiment (its settings differ from this run's). "
+            f"{path} holds a trial of a different experiment: {', '.join(differ)}. "
             f"Fix: write to another output folder, or move {trial_dir} away to start afresh."
         )
-    return stored["row"]
+    return json.loads(path.read_text())["row"]
+
+
+def _with_defaults(stored: dict, current: dict) -> dict:
+    """The stored settings, on the current keys: a trial written before a setting existed ran
+    with what is now that setting's default."""
+    from .config import SECTIONS
+
+    out = {}
+    for name, keys in current.items():
+        defaults = {f.name: f.default for f in dataclasses.fields(SECTIONS[name])}
+        out[name] = {k: stored.get(name, {}).get(k, defaults.get(k)) for k in keys}
+    return out
 
 
 def _save_trial(trial_dir: Path | None, row: dict, cfg: ExperimentConfig) -> None:

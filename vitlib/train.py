@@ -7,6 +7,7 @@ on the training batches and, when given, on a validation or test set.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -38,6 +39,10 @@ class TrainConfig:
     grad_clip: float = 0.0  # clip the gradient norm to this (0: off)
     seed: int = 0  # seeds weights, batch order and dropout; same seed on CPU => same numbers
     device: str = "auto"  # 'auto' (cuda, then mps, then cpu), or a torch device such as 'cpu'
+    aug_degrees: float = 0.0  # random rotation of each training image, up to +/- this many degrees (0: off)
+    aug_translate: float = 0.0  # random shift, up to this fraction of the image side (0: off)
+    aug_scale: float = 0.0  # random zoom in [1 - s, 1 + s] (0: off)
+    ema_decay: float = 0.0  # keep an exponential moving average of the weights and end with it (0: off)
     compile: bool = False  # torch.compile the training step: ~1.7x faster on CPU after a 30-60 s first compile
     amp: bool = False  # bfloat16 autocast for the forward pass (CUDA, for the larger models)
 
@@ -50,7 +55,9 @@ class TrainConfig:
             raise ValueError(f"lr (learning rate) must be a positive number, got {self.lr}")
         _check_choice("optimizer", self.optimizer, ("adam", "adamw", "sgd"))
         _check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
-        for name in ("weight_decay", "warmup_epochs", "grad_clip"):
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        for name in ("weight_decay", "warmup_epochs", "grad_clip", "aug_degrees", "aug_translate", "aug_scale"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.label_smoothing < 1:
@@ -114,6 +121,24 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
     return 1.0
 
 
+def random_affine(x: torch.Tensor, degrees: float, translate: float, scale: float,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each image of the batch rotated, shifted and zoomed at random, in one `grid_sample` on the
+    images' own device (no per-sample Python). `translate` is a fraction of the image side."""
+    b = x.shape[0]
+
+    def uniform(*shape):  # in [-1, 1)
+        return torch.rand(*shape, device=x.device, generator=generator) * 2 - 1
+
+    angle = uniform(b) * math.radians(degrees)
+    zoom = 1 + uniform(b) * scale
+    shift = uniform(b, 2) * translate * 2  # affine_grid's coordinates span [-1, 1]: 2 per image side
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 @torch.no_grad()
 def evaluate(model: ViT, images: torch.Tensor, labels: torch.Tensor,
              batch_size: int = EVAL_BATCH) -> dict:
@@ -169,8 +194,14 @@ def fit(model: ViT, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig
     optimizer = make_optimizer(model, cfg)
     # The compiled module shares the model's parameters; the last, smaller batch of an epoch
     # runs eagerly so that one input shape is compiled, not two.
+    if cfg.compile:  # a CUDA build on a machine without CUDA warns about it at every compile
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     step_model = torch.compile(model) if cfg.compile else model
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
+    augment = bool(cfg.aug_degrees or cfg.aug_translate or cfg.aug_scale)
+    aug_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(
+        cfg.ema_decay)) if cfg.ema_decay else None)
     order_rng = torch.Generator().manual_seed(cfg.seed)
     with _INIT_LOCK:
         torch.manual_seed(cfg.seed)  # dropout and stochastic depth
@@ -186,6 +217,8 @@ def fit(model: ViT, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * lr_factor(step, total_steps, warmup_steps, cfg.lr_schedule)
             x, y = to_float(images[batch]), labels[batch]
+            if augment:
+                x = random_affine(x, cfg.aug_degrees, cfg.aug_translate, cfg.aug_scale, aug_rng)
             with autocast:
                 out = (step_model if len(batch) == cfg.batch_size else model)(x)
                 loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
@@ -194,6 +227,8 @@ def fit(model: ViT, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
             loss_sum += loss.detach() * len(batch)
             wrong += (out.detach().argmax(dim=1) != y).sum()
             step += 1
@@ -204,7 +239,7 @@ def fit(model: ViT, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig
             raise TrainingDiverged(f"loss became {row['train_loss']} in epoch {epoch} "
                                    f"(lr={cfg.lr}); try a smaller learning rate")
         if eval_set is not None:
-            ev = evaluate(model, *eval_set)
+            ev = evaluate(ema.module if ema is not None else model, *eval_set)
             row.update(eval_loss=ev["loss"], eval_error=ev["error"])
         row.update(lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - start)
         history.append(row)
@@ -212,6 +247,8 @@ def fit(model: ViT, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig
         if on_epoch is not None:
             on_epoch(row)
     bar.close()
+    if ema is not None:  # end with the averaged weights: they are what was evaluated
+        model.load_state_dict(ema.module.state_dict())
     return history
 
 
