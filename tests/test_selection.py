@@ -61,20 +61,13 @@ def test_a_diverging_config_is_recorded_as_failed(tiny_data, tmp_path):
     assert result.best == {"lr": 0.005}
 
 
-def test_parallel_processes_give_the_same_numbers(tiny_data):
+@pytest.mark.parametrize("backend", ["loky", "threading"])
+def test_parallel_trials_give_the_same_numbers(tiny_data, backend):
     cfg = grid_config(grid={"depth": [1, 2]}, folds=2)
     serial = select(cfg, tiny_data, progress=False)
-    parallel = select(cfg.with_overrides(n_jobs=2, joblib_backend="loky"), tiny_data, progress=False)
+    parallel = select(cfg.with_overrides(n_jobs=2, joblib_backend=backend), tiny_data, progress=False)
     cols = ["depth", "fold", "val_error", "val_loss"]
     pd.testing.assert_frame_equal(serial.trials[cols], parallel.trials[cols], atol=1e-5, rtol=1e-4)
-
-
-def test_threading_backend_gives_the_same_numbers(tiny_data):
-    cfg = grid_config(grid={"depth": [1, 2]}, folds=2)
-    serial = select(cfg, tiny_data, progress=False)
-    threaded = select(cfg.with_overrides(n_jobs=2, joblib_backend="threading"), tiny_data, progress=False)
-    cols = ["depth", "fold", "val_error", "val_loss"]
-    pd.testing.assert_frame_equal(serial.trials[cols], threaded.trials[cols], atol=1e-5, rtol=1e-4)
 
 
 def test_trials_written_before_a_setting_existed_are_reused(tiny_data, tmp_path):
@@ -85,3 +78,9 @@ def test_trials_written_before_a_setting_existed_are_reused(tiny_data, tmp_path)
         del stored["settings"]["train"]["ema_decay"]
         path.write_text(json.dumps(stored))
     assert select(cfg, tiny_data, tmp_path, progress=False, log=lambda *_: None).reused == 2
+
+
+def test_threads_with_dropout_are_refused(tiny_data):
+    cfg = grid_config(grid={"depth": [1]}, folds=2, drop_rate=0.1, n_jobs=2, joblib_backend="threading")
+    with pytest.raises(ValueError, match="joblib_backend='threading' with dropout"):
+        select(cfg, tiny_data, progress=False)
