@@ -517,3 +517,37 @@ def ablation_conclusion(results: dict) -> Markdown:
     else:
         text += "On this run the double softmax's effect is within the test set's 95% confidence interval."
     return Markdown(text)
+
+
+def grid_effects(selection: SelectionResult) -> Table | None:
+    """Mean validation error for each value of each grid setting, averaged over the rest of the
+    grid (a main-effects view; meaningful for full factorial grids such as the profiles')."""
+    ok = selection.summary[selection.summary["failed_folds"] == 0]
+    rows = []
+    for key in selection.grid_keys:
+        means = ok.groupby(key, sort=False)["val_error_mean"].agg(["mean", "min", "count"])
+        for value, r in means.iterrows():
+            rows.append((key, str(value), r["mean"], r["min"], int(r["count"])))
+    if not rows:
+        return None
+    df = pd.DataFrame(rows, columns=["setting", "value", "mean val error", "best val error", "configs"])
+    return Table(df, "Each setting's effect: validation error averaged over the rest of the grid")
+
+
+def grid_effects_text(selection: SelectionResult) -> Markdown:
+    ok = selection.summary[selection.summary["failed_folds"] == 0]
+    parts = []
+    for key in selection.grid_keys:
+        means = ok.groupby(key, sort=False)["val_error_mean"].mean()
+        if len(means) < 2:
+            continue
+        best, worst = means.idxmin(), means.idxmax()
+        if means[worst] - means[best] < 1e-12:
+            parts.append(f"**{key}**: the same on average for all its values ({means[best]:.4f})")
+            continue
+        parts.append(f"**{key}**: best on average at {best} ({means[best]:.4f}), worst at {worst} "
+                     f"({means[worst]:.4f}), a spread of {means[worst] - means[best]:.4f}")
+    noise = ok["val_error_std"].median()
+    text = "; ".join(parts) + "." if parts else "The grid has a single value per setting."
+    return Markdown(text + f" For scale, the median standard deviation between folds of one config is {noise:.4f}: "
+                           "a spread smaller than that is within noise.")

@@ -97,8 +97,7 @@ def select(cfg: ExperimentConfig, data: MNIST, out_dir: str | Path | None = None
     # Parallel CPU trials in processes share the cores: one thread each avoids oversubscription.
     parallel_cpu = n_jobs != 1 and resolve_device(cfg.train.device).type == "cpu"
     in_threads = sel.joblib_backend == "threading" and n_jobs != 1
-    if in_threads and any(cfg.with_overrides(p).model.drop_rate or cfg.with_overrides(p).model.drop_path_rate
-                          or cfg.with_overrides(p).model.attn_drop_rate for p in points):
+    if in_threads and any(_uses_dropout(cfg.with_overrides(p)) for p in points):
         raise ValueError("joblib_backend='threading' with dropout would make results depend on thread timing "
                          "(threads share torch's random generator); use joblib_backend='loky'")
     threads = 1 if parallel_cpu and sel.joblib_backend not in ("threading", "sequential") else 0
@@ -133,6 +132,11 @@ def select(cfg: ExperimentConfig, data: MNIST, out_dir: str | Path | None = None
         (Path(out_dir) / "best.json").write_text(json.dumps(
             {"best": best, "rule": SELECTION_RULE, "config": cfg.to_dict()}, indent=2))
     return SelectionResult(trials, summary, best, grid_keys, reused=len(done))
+
+
+def _uses_dropout(cfg: ExperimentConfig) -> bool:
+    m = cfg.model
+    return bool(m.drop_rate or m.attn_drop_rate or m.drop_path_rate)
 
 
 @contextlib.contextmanager
