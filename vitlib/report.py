@@ -75,10 +75,10 @@ class NotebookRun:
         self._save_timing("selection_seconds", trials=len(result.trials), trials_reused=result.reused)
         return result
 
-    def selection_result(self) -> SelectionResult:
+    def selection_result(self, data: MNIST) -> SelectionResult:
         """The finished model selection, read back (every trial is on disk after notebook 01)."""
         self.best_overrides()  # a clear error if notebook 01 has not run
-        return select(self.config, self.load_data(), self.out / "selection", progress=False, log=lambda *a: None)
+        return select(self.config, data, self.out / "selection", progress=False, log=lambda *a: None)
 
     def final_model(self):
         """The final model of notebook 02, from its checkpoint."""
