@@ -80,23 +80,24 @@ def test_pdf_is_made(smoke_report):
         assert "\f" in text  # more than one page
 
 
-def test_misspelled_parameter_stops_the_notebook_at_once(tmp_path, monkeypatch):
+def notebook_error(notebook: Path, parameters: dict, tmp_path, monkeypatch) -> str:
+    """Run one notebook expecting it to fail; return papermill's error text."""
     monkeypatch.setenv("VITLIB_REPORT_DIR", str(tmp_path))
     with pytest.raises(pm.PapermillExecutionError) as err:
-        pm.execute_notebook(str(NOTEBOOKS[0]), str(tmp_path / "out.ipynb"), log_output=False,
-                            parameters={"profile": "typo", "epoch": 1, "train_limit": 100}, progress_bar=False,
-                            cwd=str(ROOT / "notebooks"))
-    assert "unknown notebook parameter(s): 'epoch' (did you mean 'epochs'?)" in str(err.value)
+        pm.execute_notebook(str(notebook), str(tmp_path / "out.ipynb"), log_output=False, parameters=parameters,
+                            progress_bar=False, cwd=str(ROOT / "notebooks"))
+    return str(err.value)
+
+
+def test_misspelled_parameter_stops_the_notebook_at_once(tmp_path, monkeypatch):
+    error = notebook_error(NOTEBOOKS[0], {"profile": "typo", "epoch": 1, "train_limit": 100}, tmp_path, monkeypatch)
+    assert "unknown notebook parameter(s): 'epoch' (did you mean 'epochs'?)" in error
     assert not (tmp_path / "typo").exists()  # nothing ran
 
 
 def test_invalid_value_fails_before_training(tmp_path, monkeypatch):
-    monkeypatch.setenv("VITLIB_REPORT_DIR", str(tmp_path))
-    with pytest.raises(pm.PapermillExecutionError) as err:
-        pm.execute_notebook(str(NOTEBOOKS[0]), str(tmp_path / "out.ipynb"), log_output=False,
-                            parameters={"profile": "bad", "lr": -0.1}, progress_bar=False,
-                            cwd=str(ROOT / "notebooks"))
-    assert "lr (learning rate) must be a positive number" in str(err.value)
+    error = notebook_error(NOTEBOOKS[0], {"profile": "bad", "lr": -0.1}, tmp_path, monkeypatch)
+    assert "lr (learning rate) must be a positive number" in error
     assert not (tmp_path / "bad").exists()
 
 
@@ -106,9 +107,6 @@ def test_unknown_profile_lists_the_profiles():
 
 
 def test_second_notebook_alone_says_to_run_the_first(tmp_path, monkeypatch):
-    monkeypatch.setenv("VITLIB_REPORT_DIR", str(tmp_path))
-    with pytest.raises(pm.PapermillExecutionError) as err:
-        pm.execute_notebook(str(NOTEBOOKS[1]), str(tmp_path / "out.ipynb"), log_output=False,
-                            parameters={"profile": "lonely", "train_limit": 100, "test_limit": 50}, progress_bar=False,
-                            cwd=str(ROOT / "notebooks"))
-    assert "run notebooks/01_model_selection.ipynb with profile 'lonely' first" in str(err.value)
+    error = notebook_error(NOTEBOOKS[1], {"profile": "lonely", "train_limit": 100, "test_limit": 50},
+                           tmp_path, monkeypatch)
+    assert "run notebooks/01_model_selection.ipynb with profile 'lonely' first" in error

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import joblib
@@ -31,7 +30,7 @@ SELECTION_RULE = ("the config with the lowest mean validation misclassification 
                   "folds; ties go to the one listed first in the grid")
 
 
-@dataclass
+@dataclasses.dataclass
 class SelectionResult:
     trials: pd.DataFrame  # one row per (config, fold)
     summary: pd.DataFrame  # one row per config: mean and std over folds
