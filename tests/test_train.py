@@ -32,7 +32,9 @@ def test_same_seed_gives_identical_numbers(tiny_data):
 def test_training_learns_a_learnable_task(tiny_data):
     model = build_model(SMALL, seed=0)
     hist = fit(model, tiny_data.train_images, tiny_data.train_labels,
-               TrainConfig(epochs=8, lr=0.005, batch_size=32), progress=False,
+               # lr 0.005 makes this tiny problem spike at random epochs, so that rounding-level
+               # changes of the kernels decide the last epoch; at 0.002 it learns smoothly.
+               TrainConfig(epochs=8, lr=0.002, batch_size=32), progress=False,
                eval_set=(tiny_data.test_images, tiny_data.test_labels))
     assert hist[0]["eval_error"] > 0.5  # chance is 0.9
     assert hist[-1]["eval_error"] < 0.15
