@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from conftest import DATA_ROOT
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from vitlib.data import (LABEL_COUNTS, RAW_MD5, MNISTError, ensure_mnist, kfold_splits, load_digit_image,
-                         verify_mnist, write_idx_from_pickle)
+                         read_idx, verify_mnist, write_idx_from_pickle)
 
 
 def fake_pickle(pixels: dict, labels: dict) -> bytes:
@@ -34,6 +35,15 @@ def test_package_index_pickle_becomes_the_original_idx_bytes(tmp_path):
     assert np.array_equal(read_label_file(str(tmp_path / "train-labels-idx1-ubyte")).numpy(),
                           np.concatenate([labels["train"], labels["valid"]]))
     assert not list(tmp_path.glob("*.part"))
+    # our reader against torchvision's, on the same files
+    assert np.array_equal(read_idx(tmp_path / "train-images-idx3-ubyte"), train_images)
+    assert np.array_equal(read_idx(tmp_path / "t10k-labels-idx1-ubyte"), labels["test"])
+
+
+def test_a_file_that_is_not_idx_is_refused(tmp_path):
+    (tmp_path / "junk").write_bytes(b"<html>not found</html>")
+    with pytest.raises(MNISTError, match="not an IDX file.*make data"):
+        read_idx(tmp_path / "junk")
 
 
 def test_pickle_with_code_in_it_is_refused(tmp_path):
@@ -85,6 +95,12 @@ def test_real_mnist_is_verified_and_resident(mnist):
     assert torch.bincount(mnist.test_labels).tolist() == LABEL_COUNTS["test"]
     pixels = mnist.train_images.float() / 255  # published statistics: 0.1307 / 0.3081
     assert abs(pixels.mean().item() - 0.1307) < 5e-4 and abs(pixels.std().item() - 0.3081) < 5e-4
+    from torchvision.datasets import MNIST as TorchvisionMNIST  # the reference reader
+
+    for split_images, split_labels, train in ((mnist.train_images, mnist.train_labels, True),
+                                              (mnist.test_images, mnist.test_labels, False)):
+        ref = TorchvisionMNIST(DATA_ROOT, train=train, download=False)
+        assert torch.equal(split_images[:, 0], ref.data) and torch.equal(split_labels, ref.targets)
 
 
 @pytest.mark.mnist

@@ -137,3 +137,17 @@ def test_same_seed_gives_the_originals_initial_weights(depth, hu_ratio):
     for name, value in expected.items():
         assert torch.equal(got[name], value), name
     assert torch.equal(after_ours, after_ref)  # the same number of draws: later randomness agrees too
+
+
+def test_drop_path_draws_what_torchvision_draws():
+    from torchvision.ops import stochastic_depth
+
+    from vitlib.model import drop_path
+
+    x = torch.randn(64, 5, 8)
+    for rate in (0.0, 0.3):
+        torch.manual_seed(0)
+        ours = drop_path(x, rate, training=True)
+        torch.manual_seed(0)
+        assert torch.equal(ours, stochastic_depth(x, rate, "row", training=True))
+    assert drop_path(x, 0.3, training=False) is x

@@ -178,15 +178,26 @@ def _write_atomic(path: Path, payload: bytes) -> None:
     os.replace(tmp, path)  # a crash never leaves a half-written file under the real name
 
 
-def load_mnist(root: str | os.PathLike = DEFAULT_ROOT, download: bool = True) -> MNIST:
-    """Verified MNIST as uint8 tensors in memory, read once with torchvision's IDX reader."""
-    from torchvision.datasets import MNIST as TorchvisionMNIST
+def read_idx(path: Path) -> np.ndarray:
+    """An uncompressed IDX file of unsigned bytes (the MNIST format) as a numpy array. Read here
+    rather than with torchvision, whose import costs every training process ~170 MB."""
+    payload = path.read_bytes()
+    magic = int.from_bytes(payload[:4], "big")
+    if magic >> 8 != 0x08:  # 0x08: unsigned bytes; the low byte is the number of dimensions
+        raise MNISTError(f"{path} is not an IDX file of unsigned bytes (magic {magic:#06x}). "
+                         f"Fix: delete it and run `make data` again.")
+    ndim = magic & 0xFF
+    shape = tuple(int.from_bytes(payload[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(payload, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
-    ensure_mnist(root, download=download, verbose=download)
+
+def load_mnist(root: str | os.PathLike = DEFAULT_ROOT, download: bool = True) -> MNIST:
+    """Verified MNIST as uint8 tensors in memory: images (N, 1, 28, 28), labels int64 (N,)."""
+    raw = ensure_mnist(root, download=download, verbose=download)
     splits = {}
-    for split, train in (("train", True), ("test", False)):
-        ds = TorchvisionMNIST(str(root), train=train, download=False)
-        images, labels = ds.data.unsqueeze(1).contiguous(), ds.targets.long()
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images = torch.from_numpy(read_idx(raw / f"{prefix}-images-idx3-ubyte").copy()).unsqueeze(1)
+        labels = torch.from_numpy(read_idx(raw / f"{prefix}-labels-idx1-ubyte").astype(np.int64))
         counts = torch.bincount(labels, minlength=10).tolist()
         if counts != LABEL_COUNTS[split]:
             raise MNISTError(f"MNIST {split} label counts {counts} differ from the published "

@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn as nn
 from einops import rearrange
-from torchvision.ops import stochastic_depth
 
 from .attention import attention
 
@@ -105,6 +104,16 @@ def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
     return torch.where(j % 2 == 0, torch.sin(angle), torch.cos(angle)).float()
 
 
+def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Stochastic depth (Huang et al. 2016): drop the residual branch of whole samples, scaling the
+    kept ones by 1 / (1 - rate). The same draws as torchvision.ops.stochastic_depth(x, rate, "row"),
+    written here so that training processes need not import torchvision (~170 MB each)."""
+    if not training or rate == 0.0:
+        return x
+    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1.0 - rate)
+    return x * keep.div_(1.0 - rate)
+
+
 def maybe_dropout(rate: float) -> nn.Module:
     """Dropout, or nothing at all when the rate is 0 (a no-op module still costs a call per step)."""
     return nn.Dropout(rate) if rate > 0 else nn.Identity()
@@ -177,8 +186,8 @@ class Block(nn.Module):
         self.drop_path = drop_path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + stochastic_depth(self.attn(self.norm1(x)), self.drop_path, "row", self.training)
-        x = x + stochastic_depth(self.mlp(self.norm2(x)), self.drop_path, "row", self.training)
+        x = x + drop_path(self.attn(self.norm1(x)), self.drop_path, self.training)
+        x = x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
         return x
 
 
