@@ -61,13 +61,16 @@ def test_a_diverging_config_is_recorded_as_failed(tiny_data, tmp_path):
     assert result.best == {"lr": 0.005}
 
 
-@pytest.mark.parametrize("backend", ["loky", "threading"])
-def test_parallel_trials_give_the_same_numbers(tiny_data, backend):
+@pytest.mark.parametrize("backend", ["loky", "threading", "multiprocessing"])
+def test_parallel_trials_give_the_same_numbers(tiny_data, backend, tmp_path):
     cfg = grid_config(grid={"depth": [1, 2]}, folds=2)
     serial = select(cfg, tiny_data, progress=False)
-    parallel = select(cfg.with_overrides(n_jobs=2, joblib_backend=backend), tiny_data, progress=False)
+    parallel = select(cfg.with_overrides(n_jobs=2, joblib_backend=backend), tiny_data, tmp_path, progress=False)
     cols = ["depth", "fold", "val_error", "val_loss"]
     pd.testing.assert_frame_equal(serial.trials[cols], parallel.trials[cols], atol=1e-5, rtol=1e-4)
+    saved = [json.loads(p.read_text())["row"] for p in sorted((tmp_path / "trials").glob("*.json"))]
+    assert sorted((r["depth"], r["fold"], r["val_error"]) for r in saved) == \
+        sorted(parallel.trials[["depth", "fold", "val_error"]].itertuples(index=False, name=None))
 
 
 def test_trials_written_before_a_setting_existed_are_reused(tiny_data, tmp_path):
