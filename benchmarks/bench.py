@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the transcribed original lives with the tests
@@ -110,10 +111,14 @@ def throughput(model, device, batch: int, seconds: float, min_steps: int = 3) ->
     return steps * batch / (time.perf_counter() - start)
 
 
-def seed_profile(device: torch.device, n_jobs: int, compile: bool, backend: str) -> dict:
-    """The `seed` profile end to end: 3-fold selection over the 2x2 grid, then the final model."""
-    cfg = build_config("seed", {"n_jobs": n_jobs, "device": str(device), "compile": compile,
-                                "joblib_backend": backend})
+def seed_profile(device: torch.device, overrides: dict) -> dict:
+    """The `seed` profile (params/seed.yaml) end to end: 3-fold selection over the 2x2 grid, then
+    the final model; `overrides` change how it runs (n_jobs, joblib_backend, compile)."""
+    settings = yaml.safe_load((ROOT / "params" / "seed.yaml").read_text())
+    cfg = build_config(settings.pop("preset"), {**settings, "device": str(device), **overrides})
+    n_jobs, compile, backend = cfg.selection.n_jobs, cfg.train.compile, cfg.selection.joblib_backend
+    if n_jobs < 1:
+        n_jobs = os.cpu_count()
     data = load_data(cfg)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,8 +136,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     parser.add_argument("--seconds", type=float, default=8.0, help="time per throughput measurement")
     parser.add_argument("--skip-profile", action="store_true", help="skip the seed-profile wall time")
-    parser.add_argument("--n-jobs", type=int, default=-1, help="parallel trials for the profile (-1: all cores)")
-    parser.add_argument("--backend", default="loky", help="joblib backend for the trials (default: loky)")
+    parser.add_argument("--n-jobs", type=int, help="parallel trials for the profile (default: params/seed.yaml's)")
+    parser.add_argument("--backend", help="joblib backend for the trials (default: params/seed.yaml's)")
     parser.add_argument("--eager", action="store_true", help="no torch.compile (throughput row and profile)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="folder for the JSON")
     args = parser.parse_args()
@@ -164,9 +169,11 @@ def main() -> None:
     if not args.skip_profile:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        n_jobs = args.n_jobs if device.type == "cpu" else 1
+        overrides = {"n_jobs": args.n_jobs, "joblib_backend": args.backend, "compile": False if args.eager else None}
+        if device.type != "cpu":
+            overrides["n_jobs"] = 1  # one GPU: trials one after another
         with PeakMemory() as mem:
-            prof = seed_profile(device, n_jobs if n_jobs > 0 else os.cpu_count(), not args.eager, args.backend)
+            prof = seed_profile(device, {k: v for k, v in overrides.items() if v is not None})
         prof["peak_pss_gb"], prof["peak_rss_sum_gb"] = mem.peak_pss / 1e9, mem.peak_rss / 1e9
         if device.type == "cuda":
             prof["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 1e9
