@@ -18,13 +18,14 @@ import torch
 
 from .config import ExperimentConfig
 from .data import MNIST, load_mnist
+from .parallel import resolve_backend, shared_memory_for_forks
 from .model import count_parameters
 from .train import build_model, evaluate, fit, resolve_device, save_checkpoint
 
 
 def run_info(device: torch.device | str | None = None) -> dict:
     """Where and with what a result was produced."""
-    import numpy, sklearn, torchvision  # noqa: E401  (versions only)
+    from importlib.metadata import version  # without importing torchvision (~170 MB) for its version
 
     device = torch.device(device or resolve_device("auto"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
@@ -38,7 +39,7 @@ def run_info(device: torch.device | str | None = None) -> dict:
     return {
         "device": str(device), "device_name": name, "cpu_threads": torch.get_num_threads(),
         "python": platform.python_version(), "torch": torch.__version__,
-        "torchvision": torchvision.__version__, "numpy": numpy.__version__, "scikit-learn": sklearn.__version__,
+        **{name: version(name) for name in ("torchvision", "numpy", "scikit-learn")},
         "platform": platform.platform(), "git_commit": commit + ("+dirty" if commit and dirty else ""),
     }
 
@@ -121,10 +122,14 @@ def train_variants(variants: dict[str, ExperimentConfig], data: MNIST, out_dir: 
     if results:
         log(f"Reusing {len(results)} finished run(s) from {out_dir}: {', '.join(results)}")
     arrays = tuple(t.numpy() for t in (data.train_images, data.train_labels, data.test_images, data.test_labels))
-    n_jobs = n_jobs if n_jobs > 0 else os.cpu_count() or 1
+    n_jobs = min(n_jobs if n_jobs > 0 else os.cpu_count() or 1, max(1, len(todo)))
+    if todo:
+        device = resolve_device(next(iter(todo.values())).train.device)
+        backend = resolve_backend(backend, n_jobs, device, log)
     threads = 1 if n_jobs > 1 and backend != "threading" else 0
     jobs = (joblib.delayed(_train_variant)(cfg, arrays, folders[name], threads) for name, cfg in todo.items())
-    with joblib.parallel_config(backend=backend, n_jobs=min(n_jobs, max(1, len(todo)))):
+    with shared_memory_for_forks(backend == "multiprocessing" and n_jobs > 1), \
+            joblib.parallel_config(backend=backend, n_jobs=n_jobs):
         for name, metrics in zip(todo, joblib.Parallel()(jobs)):
             log(f"{name}: test accuracy {metrics['test_accuracy']:.2%} ({metrics['train_seconds']:.0f} s)")
             results[name] = metrics

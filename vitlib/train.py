@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from .data import to_float
 from .model import ViT, ViTConfig, _check_choice, check_fields
+from .parallel import keep_forks_usable
 
 EVAL_BATCH = 1000  # evaluation needs no gradients, so larger batches are cheaper
 
@@ -199,6 +200,7 @@ def fit(model: ViT, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig
     # runs eagerly so that one input shape is compiled, not two.
     if cfg.compile:  # a CUDA build on a machine without CUDA warns about it at every compile
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        keep_forks_usable()  # so that trials can still be forked from this process afterwards
     step_model = torch.compile(model) if cfg.compile else model
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
     augment = bool(cfg.aug_degrees or cfg.aug_translate or cfg.aug_scale)
