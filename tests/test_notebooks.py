@@ -28,6 +28,11 @@ def test_source_notebooks_are_clean_and_thin(path):
     for line in tagged[0].source.splitlines():  # flat literals, one comment each
         assert re.match(r"^\w+ = .+  # .+$", line), line
     assert not any(re.search(r"^\s*(def|class) ", c.source, re.M) for c in code)
+    # every setting a profile gives is declared, so papermill injects it without a warning
+    declared = {line.split(" = ")[0] for line in tagged[0].source.splitlines()}
+    for profile in (ROOT / "params").glob("*.yaml"):
+        given = set(yaml.safe_load(profile.read_text()))
+        assert given <= declared, f"{profile.name} sets {given - declared}, which {path.name} does not declare"
 
 
 @pytest.fixture(scope="module")
