@@ -513,7 +513,10 @@ def ablation_conclusion(results: dict) -> Markdown:
             f"same tiny size, a modern recipe reaches {acc[names[2]]:.2%}. ")
     if gain > hi - lo:
         text += ("Removing the double softmax moves the accuracy by more than the width of a 95% confidence "
-                 "interval on this test set, so most of the report's shortfall came from that bug.")
+                 "interval on this test set, so most of the report's shortfall came from that bug. The run with "
+                 "the double softmax is also the least stable: its gradients are squashed through two softmaxes, "
+                 "and changes as small as float rounding (another kernel, `torch.compile` on or off) or the seed "
+                 "move its accuracy by several points, so its single number is a rough one.")
     else:
         text += "On this run the double softmax's effect is within the test set's 95% confidence interval."
     return Markdown(text)
