@@ -116,6 +116,9 @@ def select(cfg: ExperimentConfig, data: MNIST, out_dir: str | Path | None = None
     if in_threads and parallel_cpu:
         torch.set_num_threads(1)  # the threads share the cores (restored below)
     at_end = backend == "multiprocessing"
+    if progress and at_end and todo:
+        log(f"Running {len(todo)} trials in {n_jobs} forked processes; they are listed when all are done, "
+            f"and each is saved as soon as it finishes" + (f" (in {trial_dir})" if trial_dir else ""))
     with _restore_threads(torch_threads), shared_memory_for_forks(at_end and n_jobs != 1), \
             joblib.parallel_config(backend=backend, n_jobs=n_jobs):
         # joblib's fork-based 'multiprocessing' backend returns all trials at the end (its
