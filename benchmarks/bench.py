@@ -5,7 +5,7 @@ the whole `seed` profile, and peak memory. Prints a table and writes JSON with t
     python benchmarks/bench.py --skip-profile  # throughput only
     python benchmarks/bench.py --device cuda   # the same on a GPU
 
-The original implementation is the transcription in tests/reference_vit.py (per-sample and
+The original implementation is the transcription in vitlib/reference.py (per-sample and
 per-head Python loops), trained with the same model size, optimizer and batch size.
 """
 
@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import platform
-import sys
 import tempfile
 import threading
 import time
@@ -25,18 +24,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import yaml
+
+from vitlib.config import build_config
+from vitlib.data import to_float
+from vitlib.experiment import load_data, train_and_test
+from vitlib.reference import ViT as ReferenceViT
+from vitlib.selection import select
+from vitlib.train import build_model, make_optimizer, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the transcribed original lives with the tests
-
-from reference_vit import ViT as ReferenceViT  # noqa: E402
-
-from vitlib.config import build_config  # noqa: E402
-from vitlib.data import to_float  # noqa: E402
-from vitlib.experiment import load_data, train_and_test  # noqa: E402
-from vitlib.selection import select  # noqa: E402
-from vitlib.train import build_model, make_optimizer, resolve_device  # noqa: E402
 
 
 def machine(device: torch.device) -> dict:
@@ -114,8 +110,7 @@ def throughput(model, device, batch: int, seconds: float, min_steps: int = 3) ->
 def seed_profile(device: torch.device, overrides: dict) -> dict:
     """The `seed` profile (params/seed.yaml) end to end: 3-fold selection over the 2x2 grid, then
     the final model; `overrides` change how it runs (n_jobs, joblib_backend, compile)."""
-    settings = yaml.safe_load((ROOT / "params" / "seed.yaml").read_text())
-    cfg = build_config(settings.pop("preset"), {**settings, "device": str(device), **overrides})
+    cfg = build_config(overrides={"device": str(device), **overrides}, yaml_path=ROOT / "params" / "seed.yaml")
     n_jobs, compile, backend = cfg.selection.n_jobs, cfg.train.compile, cfg.selection.joblib_backend
     if n_jobs < 1:
         n_jobs = os.cpu_count()
@@ -148,7 +143,7 @@ def main() -> None:
     torch.manual_seed(0)
     ref = ReferenceViT(HURatio=model_cfg.mlp_hidden_dim // model_cfg.embed_dim, n_blocks=model_cfg.depth).to(device)
     ref_rate = throughput(ref, device, 128, args.seconds)
-    rows.append(("original implementation (tests/reference_vit.py)", 128, ref_rate))
+    rows.append(("original implementation (vitlib/reference.py)", 128, ref_rate))
     for batch in (128, 1024):
         rate = throughput(build_model(model_cfg, 0, device), device, batch, args.seconds)
         rows.append(("vitlib", batch, rate))

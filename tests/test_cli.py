@@ -12,7 +12,7 @@ pytestmark = pytest.mark.mnist
 QUICK = ["--data-root", DATA_ROOT, "--train-limit", "1000", "--test-limit", "300", "--epochs", "1", "--no-progress"]
 
 
-@pytest.mark.parametrize("command", ["data", "train", "select", "evaluate", "predict"])
+@pytest.mark.parametrize("command", ["data", "train", "select", "evaluate", "predict", "report"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])

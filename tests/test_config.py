@@ -1,6 +1,6 @@
 import pytest
 
-from vitlib.config import PRESETS, ExperimentConfig, build_config
+from vitlib.config import PRESETS, build_config
 
 
 def test_unknown_key_lists_the_valid_ones_and_suggests():
@@ -23,13 +23,6 @@ def test_yaml_file_with_its_own_preset(tmp_path):
     path.write_text("epochs: 2\nbatchsize: 64\n")
     with pytest.raises(ValueError, match="'batchsize' \\(did you mean 'batch_size'\\?\\)"):
         build_config("seed", yaml_path=path)
-
-
-def test_round_trip_through_dict():
-    cfg = build_config("strong", {"epochs": 3})
-    assert ExperimentConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ValueError, match="unknown model setting"):
-        ExperimentConfig.from_dict({"model": {"dpth": 2}})
 
 
 def test_seed_preset_is_the_original_protocol():

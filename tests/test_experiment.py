@@ -1,19 +1,38 @@
 import json
 
+import pytest
+
 from vitlib.config import build_config
-from vitlib.experiment import train_variants
+from vitlib.experiment import load_run, train_runs
+
+BASE = {"embed_dim": 16, "num_heads": 2, "normalize_input": True, "epochs": 1, "depth": 1}
 
 
-def test_variants_are_trained_once_and_read_back(tiny_data, tmp_path):
-    base = {"embed_dim": 16, "num_heads": 2, "normalize_input": True, "epochs": 1, "depth": 1}
-    variants = {"seed 0": build_config("modern", base), "seed 1": build_config("modern", {**base, "seed": 1})}
-    first = train_variants(variants, tiny_data, tmp_path, log=lambda *_: None)
+def test_runs_are_trained_once_and_read_back(tiny_data, tmp_path):
+    runs = {"seed 0": build_config("modern", BASE), "seed 1": build_config("modern", {**BASE, "seed": 1})}
+    first = train_runs(runs, tiny_data, tmp_path, log=lambda *_: None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seed-0", "seed-1"]
-    assert first["seed 0"]["test_accuracy"] != first["seed 1"]["test_accuracy"] or \
-        (first["seed 0"]["test_correct"] != first["seed 1"]["test_correct"]).any()
-    assert abs(first["seed 0"]["test_correct"].mean() - first["seed 0"]["test_accuracy"]) < 1e-9
+    assert (first["seed 0"]["test_correct"] != first["seed 1"]["test_correct"]).any()
+    assert first["seed 0"]["test_correct"].mean() == pytest.approx(first["seed 0"]["test_accuracy"])
     said = []
-    again = train_variants(variants, tiny_data, tmp_path, log=said.append)
+    again = train_runs({k: v.with_overrides(n_jobs=2) for k, v in runs.items()}, tiny_data, tmp_path, log=said.append)
     assert said == [f"Reusing 2 finished run(s) from {tmp_path}: seed 0, seed 1"]
     assert again["seed 1"]["test_accuracy"] == first["seed 1"]["test_accuracy"]
     assert json.loads((tmp_path / "seed-1" / "config.json").read_text())["train"]["seed"] == 1
+    assert load_run(tmp_path / "seed-1")["test_accuracy"] == first["seed 1"]["test_accuracy"]
+
+
+def test_a_finished_run_of_another_experiment_is_refused_not_overwritten(tiny_data, tmp_path):
+    train_runs({"a": build_config("modern", BASE)}, tiny_data, tmp_path, log=lambda *_: None)
+    before = (tmp_path / "a" / "metrics.json").read_text()
+    with pytest.raises(ValueError, match=r"different experiment: epochs \(1 there, 2 now\)"):
+        train_runs({"a": build_config("modern", {**BASE, "epochs": 2})}, tiny_data, tmp_path, log=lambda *_: None)
+    assert (tmp_path / "a" / "metrics.json").read_text() == before
+
+
+def test_parallel_runs_give_the_numbers_of_serial_ones(tiny_data, tmp_path):
+    runs = {f"seed {s}": build_config("modern", {**BASE, "seed": s}) for s in range(3)}
+    serial = train_runs(runs, tiny_data, tmp_path / "serial", log=lambda *_: None)
+    parallel = train_runs(runs, tiny_data, tmp_path / "parallel", n_jobs=2, backend="loky", log=lambda *_: None)
+    for name in runs:
+        assert parallel[name]["test_loss"] == pytest.approx(serial[name]["test_loss"], rel=1e-4)

@@ -3,8 +3,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from reference_vit import ViT as ReferenceViT
-from reference_vit import vitlib_state_dict
+from vitlib.reference import ViT as ReferenceViT
+from vitlib.reference import vitlib_state_dict
 from vitlib.config import PRESETS, build_config
 from vitlib.model import Attention, ViT, ViTConfig, count_parameters, sinusoidal_table
 

@@ -11,7 +11,8 @@ import papermill as pm
 import pytest
 import yaml
 
-from vitlib import report
+from vitlib import build
+from vitlib.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -35,22 +36,33 @@ def test_source_notebooks_are_clean_and_thin(path):
         assert given <= declared, f"{profile.name} sets {given - declared}, which {path.name} does not declare"
 
 
+def test_notebooks_share_one_parameters_cell():
+    cells = [next(c.source for c in nbformat.read(str(p), as_version=4).cells
+                  if "parameters" in c.metadata.get("tags", [])) for p in NOTEBOOKS]
+    assert cells[1:] == cells[:-1]
+    assert "(0.005)" not in cells[0] and "None: the preset's value" in cells[0]  # true for every preset
+
+
 @pytest.fixture(scope="module")
 def smoke_report(tmp_path_factory):
+    """`python -m vitlib report --profile smoke`, as `make report PROFILE=smoke` runs it."""
     out = tmp_path_factory.mktemp("report")
     mp = pytest.MonkeyPatch()
     mp.setenv("VITLIB_REPORT_DIR", str(out))
     try:
-        report.execute("smoke", log_output=False)
-        written = report.render("smoke", pdf=shutil.which("xelatex") is not None)
+        args = ["report", "--profile", "smoke"] + ([] if shutil.which("xelatex") else ["--no-pdf"])
+        assert main(args) == 0
     finally:
         mp.undo()
+    written = {"html": out / "smoke" / "report.html"}
+    if shutil.which("xelatex"):
+        written["pdf"] = out / "smoke" / "report.pdf"
     return out / "smoke", written
 
 
 def test_notebooks_run_with_the_smoke_profile(smoke_report):
     out, _ = smoke_report
-    best = json.loads((out / "selection" / "best.json").read_text())["best"]
+    best = json.loads((out / "selection" / "selection.json").read_text())["best"]
     metrics = json.loads((out / "final" / "metrics.json").read_text())
     smoke = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
     assert set(best) == set(smoke["grid"]) and best["depth"] in smoke["grid"]["depth"]
@@ -66,11 +78,11 @@ def test_combined_report_has_figures_and_numbers_but_no_code(smoke_report):
     assert len(re.findall(r'<img[^>]+src="data:image/png;base64', page)) >= 4
     metrics = json.loads((out / "final" / "metrics.json").read_text())
     assert f"{metrics['test_accuracy']:.2%}" in page  # the prose quotes the measured accuracy
-    assert "notebook_run(globals())" not in page  # code hidden
+    assert "from_parameters(globals())" not in page  # code hidden
     for noise in ("Traceback", "Warning", "it/s]"):  # no warnings, errors or progress bars
         assert noise not in page
     with_code = (out / "01_model_selection.html").read_text()
-    assert "notebook_run" in with_code
+    assert "from_parameters" in with_code
 
 
 @pytest.mark.skipif(shutil.which("xelatex") is None, reason="xelatex not installed (make report says which packages)")
@@ -108,7 +120,7 @@ def test_invalid_value_fails_before_training(tmp_path, monkeypatch):
 
 def test_unknown_profile_lists_the_profiles():
     with pytest.raises(FileNotFoundError, match="profiles: full, seed, smoke, strong"):
-        report.execute("nope")
+        build.execute("nope")
 
 
 def test_second_notebook_alone_says_to_run_the_first(tmp_path, monkeypatch):

@@ -68,11 +68,11 @@ def test_compiled_training_leaves_forks_usable_and_other_compiled_code_falls_bac
     """)
     assert after_fit is True
     result = run_fresh(f"""
-        from vitlib.experiment import train_variants
+        from vitlib.experiment import train_runs
         x = torch.randn(3, requires_grad=True)
         torch.compile(lambda t: (t * t).sum())(x).backward()  # a compiled first backward
         poisoned = not _autograd_survives_fork()
-        variants = train_variants({{"a": cfg, "b": cfg.with_overrides(seed=1)}}, data, {str(tmp_path)!r},
+        variants = train_runs({{"a": cfg, "b": cfg.with_overrides(seed=1)}}, data, {str(tmp_path)!r},
                                   n_jobs=2, backend="multiprocessing", log=said.append)
         print(json.dumps({{"poisoned": poisoned, "said": said, "variants": sorted(variants)}}))
     """)

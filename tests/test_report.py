@@ -1,7 +1,8 @@
 import pandas as pd
 import pytest
 
-from vitlib.report import Table, grid_effects, grid_effects_text
+from vitlib.report import grid_effects, grid_effects_text
+from vitlib.tables import Table
 from vitlib.selection import SelectionResult
 
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reference_vit import ViT as ReferenceViT
-from reference_vit import vitlib_state_dict
+from vitlib.reference import ViT as ReferenceViT
+from vitlib.reference import vitlib_state_dict
 from vitlib.config import build_config
 from vitlib.model import ViT, ViTConfig
 from vitlib.train import (TrainConfig, TrainingDiverged, build_model, evaluate, fit, load_checkpoint, lr_factor,
@@ -129,8 +129,13 @@ def test_device_is_chosen_and_overridable():
     assert resolve_device("auto").type in (expected, "mps")
 
 
-def test_lr_is_finite_after_warmup():
-    assert all(math.isfinite(lr_factor(s, 10, 20, "cosine")) for s in range(10))
+def test_lr_schedule_against_known_values():
+    # 10 steps, 4 of them warmup (1/4 ... 4/4), then a half cosine from 1 over the remaining 6 steps
+    expected = [0.25, 0.5, 0.75, 1.0, 1.0, 0.9330127, 0.75, 0.5, 0.25, 0.0669873]
+    assert [lr_factor(s, 10, 4, "cosine") for s in range(10)] == pytest.approx(expected, abs=1e-7)
+    assert [lr_factor(s, 10, 4, "constant") for s in range(10)] == [0.25, 0.5, 0.75] + [1.0] * 7
+    assert [lr_factor(s, 10, 0, "constant") for s in range(10)] == [1.0] * 10
+    assert [lr_factor(s, 10, 20, "cosine") for s in range(10)] == pytest.approx([(s + 1) / 20 for s in range(10)])
 
 
 def test_random_affine_is_the_identity_at_zero_and_moves_pixels_within_bounds():

@@ -1,8 +1,9 @@
 """vitlib: a Vision Transformer on MNIST, from the course report's tiny model to a strong one.
 
-Modules, one concern each: `config` (presets, validated settings), `data` (MNIST on disk and in
-memory), `model` (the ViT), `train` (fit, evaluate, checkpoints), `selection` (k-fold model
-selection), `experiment` (end-to-end runs that write results), `cli` (`python -m vitlib`).
+Modules, one concern each, in the order data flows: `data`, `model`, `train`, `config`,
+`parallel` (the job runner), `results` (when a saved result is reused), `selection` (k-fold model
+selection), `experiment` (full-data runs), `study` (the stages the notebooks run), `report`
+(tables and prose), `build` (papermill and nbconvert), `cli` (`python -m vitlib`).
 """
 
 from .config import PRESETS, ExperimentConfig, build_config

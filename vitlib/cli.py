@@ -1,4 +1,4 @@
-"""Command line: `python -m vitlib {data,train,select,evaluate,predict} --help`.
+"""Command line: `python -m vitlib {data,train,select,evaluate,predict,report} --help`.
 
 Every setting of `ExperimentConfig` is a flag (`--epochs 1`, `--head-softmax`), applied on top of
 a preset (`--preset seed`) and an optional YAML file (`--config my.yaml`).
@@ -132,7 +132,8 @@ def cmd_predict(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from .report import execute, render, results_dir
+    from .build import execute, render
+    from .study import results_dir
 
     if not args.render_only:
         execute(args.profile, args.params)

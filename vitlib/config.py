@@ -9,7 +9,6 @@ of valid ones.
 from __future__ import annotations
 
 import copy
-import difflib
 import itertools
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -18,7 +17,8 @@ from typing import Any
 import yaml
 
 from .data import DEFAULT_ROOT
-from .model import ViTConfig, _check_choice, check_fields
+from .checks import check_choice, check_fields, reject_unknown
+from .model import ViTConfig
 from .train import TrainConfig
 
 
@@ -51,7 +51,7 @@ class SelectionConfig:
             raise ValueError(f"folds must be >= 2 for cross-validation, got {self.folds}")
         if self.n_jobs == 0 or self.n_jobs < -1:
             raise ValueError(f"n_jobs must be a positive number of workers or -1 (all cores), got {self.n_jobs}")
-        _check_choice("joblib_backend", self.joblib_backend, JOBLIB_BACKENDS)
+        check_choice("joblib_backend", self.joblib_backend, JOBLIB_BACKENDS)
 
 
 SECTIONS = {"model": ViTConfig, "train": TrainConfig, "data": DataConfig, "selection": SelectionConfig}
@@ -78,33 +78,24 @@ class ExperimentConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "ExperimentConfig":
-        """From the nested form written by `to_dict` (config.json)."""
-        unknown = set(d) - set(SECTIONS)
-        if unknown:
-            raise ValueError(f"unknown config section(s) {sorted(unknown)}; valid: {list(SECTIONS)}")
-        parts = {}
-        for name, section_cls in SECTIONS.items():
-            values = d.get(name, {})
-            _reject_unknown(values, {f.name for f in fields(section_cls)}, f"{name} setting")
-            parts[name] = section_cls(**values)
-        return cls(**parts)
-
     def with_overrides(self, overrides: dict[str, Any] | None = None, **kwargs) -> "ExperimentConfig":
         """A copy with flat overrides applied, e.g. `cfg.with_overrides(epochs=1, depth=3)`."""
         overrides = {**(overrides or {}), **kwargs}
-        _reject_unknown(overrides, set(FIELD_SECTION), "setting")
+        reject_unknown(overrides, set(FIELD_SECTION), "setting")
         return ExperimentConfig(**_apply_sections(self, overrides))
 
     def grid_points(self) -> list[dict]:
         """Every combination of the selection grid, in the order the grid lists them."""
-        grid = self.selection.grid
-        return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+        return grid_points(self.selection.grid)
 
     def flat(self) -> dict:
         """All settings as one flat dict (keys are unique across sections)."""
         return {k: v for section in self.to_dict().values() for k, v in section.items()}
+
+
+def grid_points(grid: dict) -> list[dict]:
+    """{'a': [1, 2], 'b': [3]} -> [{'a': 1, 'b': 3}, {'a': 2, 'b': 3}]: the grid's order, last key fastest."""
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
 def _apply_sections(cfg: ExperimentConfig, overrides: dict) -> dict:
@@ -115,14 +106,6 @@ def _apply_sections(cfg: ExperimentConfig, overrides: dict) -> dict:
         if mine:
             parts[name] = replace(parts[name], **mine)
     return parts
-
-
-def _reject_unknown(keys, valid: set[str], what: str) -> None:
-    unknown = sorted(set(keys) - valid)
-    if unknown:
-        hints = [f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, valid, 1)) else repr(k)
-                 for k in unknown]
-        raise ValueError(f"unknown {what}(s): {', '.join(hints)}. Valid: {', '.join(sorted(valid))}")
 
 
 # The course report's model: per-head q/k/v, no output projection, fixed sinusoidal positions,

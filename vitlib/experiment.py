@@ -1,26 +1,29 @@
 """End-to-end runs that write their results next to the config that produced them.
 
 `train_and_test` trains one config on the full training set, scores it on the test set after
-every epoch, and writes `config.json`, `metrics.json` and `checkpoint.pt` to its output folder.
+every epoch, and writes `config.json`, `metrics.json`, `test_correct.npy` (which test images it
+got right, for paired tests) and `checkpoint.pt` to its output folder; `load_run` reads them back.
+`train_runs` trains a batch of configs in parallel and reuses the ones already done.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
 import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .config import ExperimentConfig
 from .data import MNIST, load_mnist
-from .parallel import resolve_backend, shared_memory_for_forks
 from .model import count_parameters
-from .train import build_model, evaluate, fit, resolve_device, save_checkpoint
+from .parallel import run_jobs
+from .results import check_same_experiment, result_settings, write_json, write_npy
+from .train import build_model, evaluate, fit, predict, resolve_device, save_checkpoint
 
 
 def run_info(device: torch.device | str | None = None) -> dict:
@@ -76,63 +79,68 @@ def train_and_test(cfg: ExperimentConfig, data: MNIST | None = None, out_dir: st
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        save_checkpoint(out / "checkpoint.pt", model, cfg.to_dict(), history,
+        config = cfg.to_dict()
+        save_checkpoint(out / "checkpoint.pt", model, config, history,
                         {k: v for k, v in metrics.items() if k not in ("history", "run")})
+        write_npy(out / "test_correct.npy", (predict(model, data.test_images).argmax(1) == data.test_labels).numpy())
+        write_json(out / "config.json", config)
+        write_json(out / "metrics.json", metrics)  # last: its presence says the run is complete
     return model, metrics
 
 
-def _train_variant(cfg: ExperimentConfig, arrays: tuple, out_dir: Path, threads: int) -> dict:
-    """One variant, in a worker: train, test, and keep which test images it got right."""
-    import numpy as np
-
-    if threads:
-        torch.set_num_threads(threads)
-    data = MNIST(*(torch.from_numpy(np.array(a)) for a in arrays))  # a writable copy of joblib's read-only map
-    model, metrics = train_and_test(cfg, data, out_dir, progress=False, log=lambda *a: None)
-    from .train import predict
-
-    correct = (predict(model, data.test_images).argmax(1) == data.test_labels).numpy()
-    np.save(out_dir / "test_correct.npy", correct)
+def load_run(folder: str | Path) -> dict:
+    """The metrics of a finished `train_and_test` run, with `test_correct` (a bool per test image)."""
+    folder = Path(folder)
+    if not (folder / "metrics.json").is_file():
+        raise FileNotFoundError(f"{folder / 'metrics.json'} does not exist: that run has not finished")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["test_correct"] = np.load(folder / "test_correct.npy")
     return metrics
 
 
-def train_variants(variants: dict[str, ExperimentConfig], data: MNIST, out_dir: str | Path,
-                   n_jobs: int = 1, backend: str = "loky", log=print) -> dict[str, dict]:
-    """Train several configs on the full training set (in parallel), each into out_dir/<name>/.
+def run_folder(out_dir: str | Path, name: str) -> Path:
+    """out_dir/<name made filename-safe>: "seed 1" -> seed-1."""
+    return Path(out_dir) / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "run")
 
-    A variant whose folder already holds metrics for the same config is read back, not retrained.
-    Folder names are the variant names made filename-safe ("seed 1" -> seed-1).
-    Returns {name: metrics}, each with `test_correct` (per test image, for paired tests).
-    """
-    import joblib
-    import numpy as np
 
-    out_dir = Path(out_dir)
-    folders = {name: out_dir / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "run") for name in variants}
-    results, todo = {}, {}
-    for name, cfg in variants.items():
+def train_runs(runs: dict[str, ExperimentConfig], data: MNIST, out_dir: str | Path, n_jobs: int = 1,
+               backend: str = "loky", log=print) -> dict[str, dict]:
+    """Train several configs on the full training set (in parallel), each into `run_folder(out_dir, name)`,
+    and return {name: metrics} as `load_run` gives them. A run already finished there with the same
+    settings is read back, not trained again; one made with other settings is refused."""
+    folders = {name: run_folder(out_dir, name) for name in runs}
+    todo = []
+    for name, cfg in runs.items():
         folder = folders[name]
-        done = (folder / "config.json").is_file() and (folder / "test_correct.npy").is_file()
-        if done and json.loads((folder / "config.json").read_text()) == cfg.to_dict():
-            results[name] = json.loads((folder / "metrics.json").read_text())
+        if (folder / "metrics.json").is_file():
+            stored = json.loads((folder / "config.json").read_text())
+            check_same_experiment(folder, _sections(stored), result_settings(cfg, "run"))
         else:
-            todo[name] = cfg
-    if results:
-        log(f"Reusing {len(results)} finished run(s) from {out_dir}: {', '.join(results)}")
-    arrays = tuple(t.numpy() for t in (data.train_images, data.train_labels, data.test_images, data.test_labels))
-    n_jobs = min(n_jobs if n_jobs > 0 else os.cpu_count() or 1, max(1, len(todo)))
+            todo.append(name)
+    if len(todo) < len(runs):
+        log(f"Reusing {len(runs) - len(todo)} finished run(s) from {out_dir}: "
+            f"{', '.join(n for n in runs if n not in todo)}")
     if todo:
-        device = resolve_device(next(iter(todo.values())).train.device)
-        backend = resolve_backend(backend, n_jobs, device, log)
-    threads = 1 if n_jobs > 1 and backend != "threading" else 0
-    jobs = (joblib.delayed(_train_variant)(cfg, arrays, folders[name], threads) for name, cfg in todo.items())
-    with shared_memory_for_forks(backend == "multiprocessing" and n_jobs > 1), \
-            joblib.parallel_config(backend=backend, n_jobs=n_jobs):
-        for name, metrics in zip(todo, joblib.Parallel()(jobs)):
-            log(f"{name}: test accuracy {metrics['test_accuracy']:.2%} ({metrics['train_seconds']:.0f} s)")
-            results[name] = metrics
-    for name in results:
-        results[name]["test_correct"] = np.load(folders[name] / "test_correct.npy")
-    return {name: results[name] for name in variants}
+        arrays = tuple(t.numpy() for t in (data.train_images, data.train_labels, data.test_images, data.test_labels))
+        first = runs[todo[0]]
+        run_jobs(_train_run, [(name, runs[name], arrays, folders[name]) for name in todo], backend=backend,
+                 n_jobs=n_jobs, device=resolve_device(first.train.device), planned=len(runs),
+                 dropout=any(runs[n].model.uses_dropout for n in todo), log=log,
+                 describe=lambda m: f"{m['name']}: test accuracy {m['test_accuracy']:.2%} ({m['train_seconds']:.0f} s)")
+    return {name: load_run(folders[name]) for name in runs}
+
+
+def _sections(stored: dict) -> dict:
+    """A saved config.json in the shape `result_settings` gives (device as resolved then)."""
+    stored = {k: dict(v) for k, v in stored.items()}
+    stored["train"]["device"] = resolve_device(stored["train"].get("device", "auto")).type
+    return stored
+
+
+def _train_run(name: str, cfg: ExperimentConfig, arrays: tuple, folder: Path) -> dict:
+    """One run, in a worker: train, test and save; what the progress line needs."""
+    data = MNIST(*(torch.from_numpy(np.array(a)) for a in arrays))  # a writable copy of joblib's read-only map
+    _, metrics = train_and_test(cfg, data, folder, progress=False, log=lambda *a: None)
+    return {"name": name, "test_accuracy": metrics["test_accuracy"], "train_seconds": metrics["train_seconds"]}
+
+

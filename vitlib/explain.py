@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from .data import to_float
+from .data import MNIST, to_float
 from .model import ViT
+from .train import predict
 
 
 def patches(image: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -54,3 +55,19 @@ def attention_rollout(model: ViT, images: torch.Tensor) -> torch.Tensor:
 def per_class_accuracy(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
     correct = torch.bincount(labels[predicted == labels], minlength=num_classes).float()
     return correct / torch.bincount(labels, minlength=num_classes).clamp(min=1).float()
+
+
+def prediction_captions(model, images: torch.Tensor, labels: torch.Tensor) -> list[str]:
+    probs = predict(model, images)
+    return [f"{int(y)} → {int(p.argmax())} ({float(p.max()):.2f})" for y, p in zip(labels, probs)]
+
+
+def misclassified(model, data: MNIST, limit: int = 24) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+    """The test digits the model gets wrong, most confident first, with 'true → predicted (p)' captions,
+    and all test predictions."""
+    probs = predict(model, data.test_images)
+    pred = probs.argmax(1)
+    wrong = (pred != data.test_labels).nonzero().flatten()
+    order = wrong[probs[wrong, pred[wrong]].argsort(descending=True)][:limit]
+    captions = [f"{int(data.test_labels[i])} → {int(pred[i])} ({float(probs[i, pred[i]]):.2f})" for i in order]
+    return data.test_images[order], captions, pred

@@ -9,13 +9,14 @@ standard timm-style ViT (fused qkv + projection, learned positions, final LayerN
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 from einops import rearrange
 
 from .attention import attention
+from .checks import check_choice, check_fields
 
 # Pixel statistics of the MNIST training set, used when `normalize_input` is on.
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -58,8 +59,8 @@ class ViTConfig:
                 f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}; "
                 f"choose num_heads in {[h for h in range(1, self.embed_dim + 1) if self.embed_dim % h == 0]}"
             )
-        _check_choice("pos_embed", self.pos_embed, ("learned", "sinusoidal", "none"))
-        _check_choice("init", self.init, ("timm", "torch"))
+        check_choice("pos_embed", self.pos_embed, ("learned", "sinusoidal", "none"))
+        check_choice("init", self.init, ("timm", "torch"))
         for name in ("image_size", "in_chans", "patch_size", "num_classes", "embed_dim", "depth",
                      "num_heads", "mlp_hidden_dim"):
             if getattr(self, name) < 1:
@@ -74,24 +75,10 @@ class ViTConfig:
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def check_fields(obj) -> None:
-    """Coerce ints to floats where a float is declared and reject values of the wrong type."""
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        kind = {"int": int, "float": float, "bool": bool, "str": str}.get(str(f.type))
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            setattr(obj, f.name, float(value))
-        elif kind is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
-            raise ValueError(f"{f.name} must be of type {kind.__name__}, got {value!r}")
-
-
-def _check_choice(name: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not valid; choose one of {list(allowed)}")
+    @property
+    def uses_dropout(self) -> bool:
+        """Whether training draws random masks (dropout or stochastic depth)."""
+        return bool(self.drop_rate or self.attn_drop_rate or self.drop_path_rate)
 
 
 def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""How trials and variants run in parallel on one machine: the joblib backend actually used, and
-keeping forked workers' memory shared with their parent.
+"""How jobs (model-selection trials, full-data runs) run: `run_jobs` is the one runner. It picks
+the joblib backend actually used, the number of workers and of torch threads in each, keeps
+forked workers' memory shared with their parent, and says what it is doing.
 
 `multiprocessing` forks workers from this process, so they share its imported torch and its data
 instead of importing and loading them again (see benchmarks/README.md for the measured memory).
@@ -14,8 +15,85 @@ import contextlib
 import gc
 import multiprocessing
 import os
+import time
+from typing import Callable
 
+import joblib
 import torch
+
+CLUSTER_BACKENDS = ("ray", "dask")  # workers on other machines; n_jobs=-1 means all of the cluster's
+
+
+def run_jobs(fn: Callable, jobs: list[tuple], *, backend: str, n_jobs: int, device: torch.device,
+             dropout: bool = False, on_result: Callable[[int, object], None] | None = None,
+             describe: Callable[[object], str] | None = None, planned: int | None = None, log=print) -> list:
+    """`fn(*args)` for every `args` in `jobs`, in parallel; the results in the order of `jobs`.
+
+    `on_result(i, result)` runs in this process as each job finishes (or, with the fork-based
+    'multiprocessing' backend, which returns everything at the end, when all have finished);
+    `describe(result)`, when given, makes a progress line for each.
+
+    Each job's torch threads follow from the whole batch (`planned` jobs, those done earlier
+    included), not from how many are left, so a resumed batch computes exactly what an
+    uninterrupted one would: with several workers on the CPU, one thread each (they share the
+    cores); with one, all of them.
+    """
+    if not jobs:
+        return []
+    backend = resolve_backend(backend, n_jobs, device, log)
+    _register_backend(backend)
+    workers = n_jobs if n_jobs > 0 or backend in CLUSTER_BACKENDS else os.cpu_count() or 1
+    shared_cores = device.type == "cpu" and (workers == -1 or min(workers, planned or len(jobs)) > 1)
+    if backend not in CLUSTER_BACKENDS:
+        n_jobs = min(workers, len(jobs))
+    in_threads = backend == "threading" and n_jobs != 1
+    if in_threads and dropout:
+        raise ValueError("joblib_backend='threading' with dropout would make results depend on thread timing "
+                         "(threads share torch's random generator); use joblib_backend='loky'")
+    threads = 1 if shared_cores and backend != "threading" else 0
+    at_end = backend == "multiprocessing" and n_jobs != 1
+    if at_end and describe is not None:
+        log(f"Running {len(jobs)} jobs in {n_jobs} forked processes; they are listed when all are done "
+            f"(each is saved as soon as it finishes)")
+    tasks = (joblib.delayed(_with_threads)(threads, i, fn, args) for i, args in enumerate(jobs))
+    results: list = [None] * len(jobs)
+    start = time.perf_counter()
+    with _restore_threads(torch.get_num_threads()), shared_memory_for_forks(at_end), \
+            joblib.parallel_config(backend=backend, n_jobs=n_jobs):
+        if in_threads and shared_cores:
+            torch.set_num_threads(1)  # the threads share the cores
+        finished = joblib.Parallel(return_as="list" if at_end else "generator_unordered")(tasks)
+        for done, (i, result) in enumerate(finished, start=1):
+            results[i] = result
+            if on_result is not None:
+                on_result(i, result)
+            if describe is not None:
+                log(f"[{done}/{len(jobs)}] {describe(result)}")
+    return results
+
+
+def _with_threads(threads: int, index: int, fn: Callable, args: tuple):
+    if threads:
+        torch.set_num_threads(threads)
+    return index, fn(*args)
+
+
+@contextlib.contextmanager
+def _restore_threads(n: int):
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _register_backend(name: str) -> None:
+    """joblib knows 'dask' by itself (with a dask.distributed Client running); Ray registers its own."""
+    if name == "ray":
+        try:
+            from ray.util.joblib import register_ray
+        except ImportError as err:
+            raise ImportError("joblib_backend='ray' needs Ray: pip install 'ray[default]'") from err
+        register_ray()
 
 
 def resolve_backend(backend: str, n_jobs: int, device: torch.device, log=print) -> str:

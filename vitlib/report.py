@@ -1,235 +1,24 @@
-"""The report: notebook parameters -> a validated run, tables and prose built from results, and
-executing (papermill) and rendering (nbconvert) the notebooks into report/<profile>/.
-
-Notebooks stay thin: each section is one call into this module or `plots`.
-"""
+"""The report's tables and prose, built from results: each returns a `Table` or a `Markdown`
+that a notebook displays. Numbers in the prose come from the results, never typed in."""
 
 from __future__ import annotations
 
-import html
 import json
 import math
-import os
-import shutil
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
 from IPython.display import Markdown
 
-from .config import FIELD_SECTION, ExperimentConfig, _reject_unknown, build_config
+from .config import ExperimentConfig, build_config
 from .data import MNIST
-from .experiment import load_data, run_info, train_and_test, train_variants
-from .selection import SELECTION_RULE, SelectionResult, select
+from .experiment import run_info
+from .selection import SELECTION_RULE, SelectionResult
 from .stats import mcnemar, mean_std, wilson_interval
-from .train import load_checkpoint, predict
-
-NOTEBOOKS = ["01_model_selection.ipynb", "02_final_evaluation.ipynb", "03_understanding.ipynb"]
-# The reproduction and ablation: name -> preset (vitlib.config.PRESETS).
-ABLATION = {"original (head softmax, as in the report)": "original",
-            "original without the head softmax": "seed",
-            "same size, modern recipe": "modern"}
-NOTEBOOK_NAMES = {"profile", "preset"}  # notebook parameters that are not experiment settings
-PDF_PACKAGES = "texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc"
-_IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
+from .study import Study
+from .tables import Table
 
 
-def project_root() -> Path:
-    """The checkout holding notebooks/ and pyproject.toml (from the notebook's folder or above)."""
-    for folder in [Path.cwd(), *Path.cwd().parents, Path(__file__).resolve().parents[1]]:
-        if (folder / "notebooks").is_dir() and (folder / "pyproject.toml").is_file():
-            return folder
-    return Path.cwd()
-
-
-def results_dir(profile: str) -> Path:
-    """report/<profile>/, or <$VITLIB_REPORT_DIR>/<profile>/ when that is set (tests use it)."""
-    return Path(os.environ.get("VITLIB_REPORT_DIR") or project_root() / "report") / profile
-
-
-# ---------------------------------------------------------------------------------------------
-# A notebook's run: parameters in, results out
-
-
-@dataclass
-class NotebookRun:
-    profile: str
-    preset: str
-    config: ExperimentConfig
-    overrides: dict
-    started: float = field(default_factory=time.perf_counter)
-
-    @property
-    def out(self) -> Path:
-        return results_dir(self.profile)
-
-    def load_data(self) -> MNIST:
-        return load_data(self.config)
-
-    def select(self, data: MNIST) -> SelectionResult:
-        """k-fold selection, its trials kept in report/<profile>/selection/ (a rerun resumes)."""
-        result = select(self.config, data, self.out / "selection", progress=True, log=_print_flush)
-        self._save_timing("selection_seconds", trials=len(result.trials), trials_reused=result.reused)
-        return result
-
-    def selection_result(self, data: MNIST) -> SelectionResult:
-        """The finished model selection, read back (every trial is on disk after notebook 01)."""
-        self.best_overrides()  # a clear error if notebook 01 has not run
-        return select(self.config, data, self.out / "selection", progress=False, log=lambda *a: None)
-
-    def final_model(self):
-        """The final model of notebook 02, from its checkpoint."""
-        path = self.out / "final" / "checkpoint.pt"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist: run notebooks/{NOTEBOOKS[1]} with profile "
-                                    f"{self.profile!r} first (`make report PROFILE={self.profile}` runs all).")
-        return load_checkpoint(path)[0]
-
-    def best_overrides(self) -> dict:
-        path = self.out / "selection" / "best.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist: run notebooks/{NOTEBOOKS[0]} with profile "
-                                    f"{self.profile!r} first (`make report PROFILE={self.profile}` runs both).")
-        return json.loads(path.read_text())["best"]
-
-    def train_final(self, data: MNIST) -> tuple[torch.nn.Module, dict, ExperimentConfig]:
-        """The selected config trained on all training images, tested after every epoch."""
-        cfg = self.config.with_overrides(self.best_overrides())
-        model, metrics = train_and_test(cfg, data, self.out / "final", progress=False, log=_print_flush)
-        correct = (predict(model, data.test_images).argmax(1) == data.test_labels).numpy()
-        np.save(self.out / "final" / "test_correct.npy", correct)  # for the paired test against the runner-up
-        self._save_timing("final_seconds")
-        return model, metrics, cfg
-
-    # Settings that say how much data and how long, and how a run is executed: these carry over
-    # from the profile to the extra runs below; everything else comes from each run's own preset.
-    CARRY_OVER = ("epochs", "train_limit", "test_limit", "seed", "device", "compile", "data_root")
-
-    def seeds_and_runner_up(self, data: MNIST, selection: SelectionResult, n_seeds: int = 3) -> dict:
-        """The selected config with more seeds, and the runner-up, each on all training images."""
-        final = self.config.with_overrides(self.best_overrides())
-        base_seed = final.train.seed
-        variants = {f"seed {base_seed + i}": final.with_overrides(seed=base_seed + i) for i in range(1, n_seeds)}
-        runner_up = _runner_up(selection)
-        if runner_up is not None:
-            variants["runner-up"] = self.config.with_overrides(runner_up)
-        sel = self.config.selection
-        first = json.loads((self.out / "final" / "metrics.json").read_text())
-        first["test_correct"] = np.load(self.out / "final" / "test_correct.npy")
-        others = train_variants(variants, data, self.out / "final_variants", sel.n_jobs, sel.joblib_backend,
-                                log=_print_flush)
-        return {f"seed {base_seed} (the final model above)": first, **others}
-
-    def ablation(self, data: MNIST) -> tuple[dict, dict]:
-        """The original model with and without its head softmax, and with a modern recipe, at the
-        original's chosen size (3 blocks, 16 MLP units) and with this profile's data and epochs."""
-        carried = {k: v for k, v in self.config.flat().items() if k in self.CARRY_OVER}
-        variants = {name: build_config(preset, carried) for name, preset in ABLATION.items()}
-        sel = self.config.selection
-        results = train_variants(variants, data, self.out / "ablation", sel.n_jobs, sel.joblib_backend,
-                                 log=_print_flush)
-        return results, variants
-
-    def _save_timing(self, key: str, **extra) -> None:
-        path = self.out / "timing.json"
-        timing = json.loads(path.read_text()) if path.is_file() else {}
-        timing.update({key: time.perf_counter() - self.started, **extra})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(timing, indent=2))
-
-    def timing(self) -> dict:
-        path = self.out / "timing.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def notebook_run(namespace: dict) -> NotebookRun:
-    """Validate a notebook's parameters (its globals after papermill's injection) into a run.
-
-    papermill only warns about parameters a notebook does not declare; here any variable that is
-    neither a notebook parameter nor an experiment setting stops the notebook at once.
-    """
-    params = {k: v for k, v in namespace.items()
-              if not k.startswith("_") and k not in _IPYTHON_NAMES and not callable(v)
-              and type(v).__name__ != "module"}
-    _reject_unknown(params, NOTEBOOK_NAMES | set(FIELD_SECTION), "notebook parameter")
-    profile, preset = params.pop("profile", "seed"), params.pop("preset", "seed")
-    if not isinstance(profile, str) or not profile.replace("-", "").replace("_", "").isalnum():
-        raise ValueError(f"profile must be a simple name (letters, digits, - or _), got {profile!r}")
-    overrides = {k: v for k, v in params.items() if v is not None}
-    config = build_config(preset, overrides)
-    root = Path(config.data.data_root)
-    if not root.is_absolute():  # relative to the project, wherever the notebook runs from
-        config = config.with_overrides(data_root=str(project_root() / root))
-    return NotebookRun(profile, preset, config, overrides)
-
-
-def _print_flush(*args):
-    print(*args, flush=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Tables that read well in HTML and in the PDF
-
-
-class Table:
-    """A DataFrame with an HTML and a LaTeX rendering (nbconvert's PDF route uses the LaTeX)."""
-
-    def __init__(self, df: pd.DataFrame, caption: str = "", formats: dict | None = None, digits: int = 4,
-                 widths: dict | None = None):
-        self.df, self.caption = df, caption
-        # LaTeX column widths for long text ({column: "3cm"}); other columns size themselves.
-        self.columns = "".join(f"p{{{(widths or {})[c]}}}" if c in (widths or {}) else "l" for c in df.columns)
-        formats = formats or {}
-        self.text = pd.DataFrame({c: [_format(v, formats.get(c), digits) for v in df[c]] for c in df.columns})
-
-    def _repr_html_(self) -> str:
-        caption = f"<p><b>{html.escape(self.caption)}</b></p>" if self.caption else ""
-        return caption + self.text.to_html(index=False, escape=True, border=0, classes="dataframe")
-
-    def _repr_latex_(self) -> str:
-        def row(cells):
-            return " & ".join(_latex_escape(str(c)) for c in cells) + r" \\"
-
-        columns = self.columns
-        caption = rf"\textbf{{{_latex_escape(self.caption)}}}" if self.caption else ""
-        body = [r"\toprule", row(self.text.columns), r"\midrule",
-                *(row(r) for r in self.text.itertuples(index=False)), r"\bottomrule"]
-        if len(self.text) > 35:  # too long for one page: let it break across pages
-            head = [rf"\begin{{longtable}}{{{columns}}}"] + ([caption + r" \\\\"] if caption else [])
-            return "\n".join([r"{\small"] + head + body + [r"\end{longtable}}"])
-        # short tables stay in one piece, caption included
-        return "\n".join([r"\begin{center}\begin{minipage}{\linewidth}\centering", caption + r"\\[4pt]",
-                          r"{\small\setlength{\tabcolsep}{4pt}", rf"\begin{{tabular}}{{{columns}}}", *body,
-                          r"\end{tabular}}",
-                          r"\end{minipage}\end{center}"])
-
-    def __repr__(self) -> str:
-        return (self.caption + "\n" if self.caption else "") + self.text.to_string(index=False)
-
-
-def _format(value, fmt: str | None, digits: int) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if fmt:
-        return fmt.format(value)
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _latex_escape(text: str) -> str:
-    out = []
-    for ch in text:
-        out.append({"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                    "±": r"$\pm$", "→": r"$\rightarrow$"}.get(ch, ch))
-    return "".join(out)
-
-
-def settings_table(run: NotebookRun) -> Table:
+def settings_table(run: Study) -> Table:
     """What was run: the profile, its preset, and every setting that differs from the preset."""
     preset_cfg = build_config(run.preset)
     ours, base = run.config.flat(), preset_cfg.flat()
@@ -242,7 +31,7 @@ def settings_table(run: NotebookRun) -> Table:
     return Table(pd.DataFrame(rows, columns=["setting", "value", "note"]), "Settings of this run")
 
 
-def environment_table(run: NotebookRun) -> Table:
+def environment_table(run: Study) -> Table:
     info = run_info()
     timing = run.timing()
     rows = [(k, str(v)) for k, v in info.items()]
@@ -293,11 +82,6 @@ def _pm(mean: float, std: float) -> str:
     return f"{mean:.4f} ± {0.0 if math.isnan(std) else std:.4f}"
 
 
-def trials_table(result: SelectionResult) -> Table:
-    cols = result.grid_keys + ["fold", "train_loss", "train_error", "val_loss", "val_error", "seconds", "status"]
-    return Table(result.trials[cols], "Every trial (one row per config and fold)", digits=4)
-
-
 def selection_conclusion(result: SelectionResult) -> Markdown:
     s = result.summary[result.summary["failed_folds"] == 0].sort_values("val_error_mean", kind="stable")
     rows = s.to_dict("records")  # keeps each column's type: depth stays an int
@@ -340,111 +124,6 @@ def final_conclusion(metrics: dict, cfg: ExperimentConfig, best: dict) -> Markdo
     )
 
 
-def prediction_captions(model, images: torch.Tensor, labels: torch.Tensor) -> list[str]:
-    probs = predict(model, images)
-    return [f"{int(y)} → {int(p.argmax())} ({float(p.max()):.2f})" for y, p in zip(labels, probs)]
-
-
-def misclassified(model, data: MNIST, limit: int = 24) -> tuple[torch.Tensor, list[str], torch.Tensor]:
-    """The test digits the model gets wrong, most confident first, with 'true → predicted (p)' captions,
-    and all test predictions."""
-    probs = predict(model, data.test_images)
-    pred = probs.argmax(1)
-    wrong = (pred != data.test_labels).nonzero().flatten()
-    order = wrong[probs[wrong, pred[wrong]].argsort(descending=True)][:limit]
-    captions = [f"{int(data.test_labels[i])} → {int(pred[i])} ({float(probs[i, pred[i]]):.2f})" for i in order]
-    return data.test_images[order], captions, pred
-
-
-# ---------------------------------------------------------------------------------------------
-# Executing and rendering
-
-
-def execute(profile: str, params_file: Path | None = None, log_output: bool = True) -> list[Path]:
-    """Run the notebooks with papermill and the profile's parameters into report/<profile>/."""
-    import papermill as pm
-    import yaml
-
-    root = project_root()
-    params_file = params_file or root / "params" / f"{profile}.yaml"
-    if not params_file.is_file():
-        known = sorted(p.stem for p in (root / "params").glob("*.yaml"))
-        raise FileNotFoundError(f"no parameter profile {params_file}; profiles: {', '.join(known)}")
-    params = yaml.safe_load(params_file.read_text()) or {}
-    params["profile"] = profile
-    notebook_run(dict(params))  # fail before anything runs if a parameter is unknown or invalid
-    out = results_dir(profile)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "timing.json").unlink(missing_ok=True)
-    executed = []
-    for name in NOTEBOOKS:
-        target = out / name
-        pm.execute_notebook(str(root / "notebooks" / name), str(target), parameters=params,
-                            cwd=str(root / "notebooks"), log_output=log_output, progress_bar=False)
-        executed.append(target)
-    return executed
-
-
-def combine(notebooks: list[Path], title: str):
-    """One notebook of the executed ones, without their parameter cells (code is hidden anyway)."""
-    import nbformat
-
-    parts = [nbformat.read(str(p), as_version=4) for p in notebooks]
-    combined = nbformat.v4.new_notebook(metadata=parts[0].metadata)
-    for nb in parts:
-        combined.cells += [c for c in nb.cells
-                           if not {"parameters", "injected-parameters"} & set(c.get("metadata", {}).get("tags", []))]
-    combined.metadata["title"] = title
-    combined.metadata["authors"] = [{"name": "vitlib"}]
-    return combined
-
-
-def render(profile: str, pdf: bool = True) -> dict:
-    """report.html and report.pdf (code hidden) plus one HTML per notebook (with code)."""
-    import nbformat
-    from nbconvert import HTMLExporter, PDFExporter
-
-    out = results_dir(profile)
-    executed = [out / name for name in NOTEBOOKS]
-    missing = [str(p) for p in executed if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"executed notebooks missing: {', '.join(missing)}; run "
-                                f"`python -m vitlib report --profile {profile}` without --render-only")
-    title = f"Vision Transformers on MNIST — report ({profile} profile)"
-    combined = combine(executed, title)
-    nbformat.write(combined, str(out / "report.ipynb"))
-    written = {}
-    hidden = dict(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-    body, _ = HTMLExporter(**hidden).from_notebook_node(combined, resources={"metadata": {"name": title}})
-    (out / "report.html").write_text(body)
-    written["html"] = out / "report.html"
-    for path in executed:
-        body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(path), as_version=4),
-                                                    resources={"metadata": {"name": path.stem}})
-        path.with_suffix(".html").write_text(body)
-    if pdf:
-        missing_tools = [t for t in ("xelatex", "pandoc") if shutil.which(t) is None]
-        if missing_tools:
-            print(f"PDF skipped: {', '.join(missing_tools)} not found. For the PDF, install them, e.g. on "
-                  f"Debian/Ubuntu: sudo apt-get install --no-install-recommends {PDF_PACKAGES}")
-        else:
-            exporter = PDFExporter(**hidden)
-            data, _ = exporter.from_notebook_node(combined, resources={"metadata": {"name": title}})
-            (out / "report.pdf").write_bytes(data)
-            written["pdf"] = out / "report.pdf"
-    return written
-
-
-# ---------------------------------------------------------------------------------------------
-# Statistics and the ablation
-
-
-def _runner_up(selection: SelectionResult) -> dict | None:
-    ok = selection.summary[selection.summary["failed_folds"] == 0].sort_values("val_error_mean", kind="stable")
-    rows = ok[selection.grid_keys].to_dict("records")
-    return rows[1] if len(rows) > 1 else None
-
-
 def _interval_text(metrics: dict) -> str:
     lo, hi = wilson_interval(round(metrics["test_accuracy"] * metrics["n_test"]), metrics["n_test"])
     return f"{lo * 100:.2f}–{hi * 100:.2f}%"
@@ -468,7 +147,7 @@ def statistics_conclusion(runs: dict, selection: SelectionResult) -> Markdown:
             f"{lo:.2%} – {hi:.2%} ({hi - lo:.2%} wide): differences between seeds "
             f"{'are larger than' if std * 2 > hi - lo else 'fit within'} what the test set alone can resolve.")
     if "runner-up" in runs:
-        runner = _runner_up(selection)
+        runner = selection.runner_up()
         test = mcnemar(first["test_correct"], runs["runner-up"]["test_correct"])
         name = ", ".join(f"{k} = {v}" for k, v in runner.items())
         verdict = ("a significant difference at the 5% level" if test["p_value"] < 0.05

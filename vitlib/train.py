@@ -11,7 +11,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data import to_float
-from .model import ViT, ViTConfig, _check_choice, check_fields
+from .checks import check_choice, check_fields
+from .model import ViT, ViTConfig
 from .parallel import keep_forks_usable
 
 EVAL_BATCH = 1000  # evaluation needs no gradients, so larger batches are cheaper
@@ -54,8 +55,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise ValueError(f"lr (learning rate) must be a positive number, got {self.lr}")
-        _check_choice("optimizer", self.optimizer, ("adam", "adamw", "sgd"))
-        _check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
+        check_choice("optimizer", self.optimizer, ("adam", "adamw", "sgd"))
+        check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         for name in ("weight_decay", "warmup_epochs", "grad_clip", "aug_degrees", "aug_translate", "aug_scale"):
@@ -69,9 +70,6 @@ class TrainConfig:
             except RuntimeError as err:
                 raise ValueError(f"device={self.device!r} is not a torch device; use 'auto', "
                                  f"'cpu', 'cuda', 'cuda:0' or 'mps'") from err
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class TrainingDiverged(RuntimeError):

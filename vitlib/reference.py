@@ -1,4 +1,4 @@
-"""The course report's model, transcribed from its listing (../shared/seed/000_ad3bc95d141f6d4c.txt).
+"""The course report's model, transcribed from its listing (the seed report, ../shared/seed/).
 
 Only the fixes needed to run on current torch are made, each marked `# FIX:`: the patch size and
 the sub-image buffer size were floats (`28 / 7`), which `torch.zeros` and `nn.Linear` reject.

@@ -1,0 +1,34 @@
+"""Validation shared by the settings dataclasses and the notebooks' parameters: each check raises
+a ValueError whose message names the setting, what is wrong and what would be valid."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import fields
+
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def check_fields(obj) -> None:
+    """Coerce ints to floats where a dataclass declares a float; reject values of the wrong type."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        kind = _TYPES.get(str(f.type))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            setattr(obj, f.name, float(value))
+        elif kind is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            raise ValueError(f"{f.name} must be of type {kind.__name__}, got {value!r}")
+
+
+def check_choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not valid; choose one of {list(allowed)}")
+
+
+def reject_unknown(keys, valid: set[str], what: str) -> None:
+    """Refuse names outside `valid`, suggesting the closest valid name for each."""
+    unknown = sorted(set(keys) - valid)
+    if unknown:
+        hints = [f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, valid, 1)) else repr(k)
+                 for k in unknown]
+        raise ValueError(f"unknown {what}(s): {', '.join(hints)}. Valid: {', '.join(sorted(valid))}")
