@@ -10,7 +10,7 @@ DATA := data
 .PHONY: help setup data test clean
 
 help: ## Show this help
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-13s\033[0m %s\n", $$1, $$2}'
 
 setup: $(VENV)/.installed ## Create .venv and install vitlib (editable) with its dependencies
 
@@ -31,10 +31,16 @@ clean: ## Remove runs and caches (keeps .venv and data)
 
 PROFILE ?= seed
 
-.PHONY: report lab bench
+.PHONY: report check-report readme lab bench
 
 report: data ## Run the notebooks with params/$(PROFILE).yaml and render report/$(PROFILE)/report.{html,pdf}
-	$(PY) -m vitlib report --profile $(PROFILE)
+	PYTHONUNBUFFERED=1 $(PY) -m vitlib report --profile $(PROFILE)
+
+check-report: data ## Rebuild report/$(PROFILE)/ from scratch in a temporary folder and compare every number with the committed results.json
+	$(PY) -m vitlib check-report --profile $(PROFILE)
+
+readme: setup ## Refresh the README's generated headline from the committed report/*/results.json
+	$(PY) -c "from pathlib import Path; from vitlib.headline import update_readme; print('README.md updated' if update_readme(Path('README.md'), Path('report')) else 'README.md already up to date')"
 
 lab: setup ## Open JupyterLab on notebooks/ with the project's kernel
 	$(PY) -m ipykernel install --sys-prefix --name vitlib --display-name "Python (vitlib)"

@@ -1,9 +1,11 @@
 """The notebooks under papermill with the smoke profile, and the rendered report."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -45,19 +47,27 @@ def test_notebooks_share_one_parameters_cell():
 
 @pytest.fixture(scope="module")
 def smoke_report(tmp_path_factory):
-    """`python -m vitlib report --profile smoke`, as `make report PROFILE=smoke` runs it."""
+    """`python -m vitlib report --profile smoke` in a terminal, as `make report PROFILE=smoke` runs it."""
     out = tmp_path_factory.mktemp("report")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("VITLIB_REPORT_DIR", str(out))
-    try:
-        args = ["report", "--profile", "smoke"] + ([] if shutil.which("xelatex") else ["--no-pdf"])
-        assert main(args) == 0
-    finally:
-        mp.undo()
-    written = {"html": out / "smoke" / "report.html"}
+    args = ["report", "--profile", "smoke"] + ([] if shutil.which("xelatex") else ["--no-pdf"])
+    run = subprocess.run([sys.executable, "-m", "vitlib", *args], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "VITLIB_REPORT_DIR": str(out)}, timeout=1800)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    written = {"html": out / "smoke" / "report.html", "terminal": run.stdout + run.stderr}
     if shutil.which("xelatex"):
         written["pdf"] = out / "smoke" / "report.pdf"
     return out / "smoke", written
+
+
+def test_the_terminal_shows_progress_and_no_kernel_noise(smoke_report):
+    out, written = smoke_report
+    terminal = written["terminal"]
+    for i, name in enumerate(build.NOTEBOOKS, start=1):
+        assert f"[notebook {i}/4] {name}" in terminal
+    assert re.search(r"\[4/4\] depth=2 fold 2: .* elapsed", terminal)  # each trial, with the time spent
+    assert "[1/9] original (head softmax" in terminal
+    assert "without encryption" not in terminal and "Traceback" not in terminal
+    assert "Model selection: 2 configs x 2 folds" in (out / "build.log").read_text()
 
 
 def test_notebooks_run_with_the_smoke_profile(smoke_report):
@@ -68,21 +78,47 @@ def test_notebooks_run_with_the_smoke_profile(smoke_report):
     assert set(best) == set(smoke["grid"]) and best["depth"] in smoke["grid"]["depth"]
     assert metrics["n_train"] == smoke["train_limit"] and len(metrics["history"]) == smoke["epochs"]
     assert (out / "final" / "checkpoint.pt").is_file()
-    for name in ("01_model_selection", "02_final_evaluation"):
+    for name in ("01_model_selection", "02_final_evaluation", "03_understanding", "04_findings"):
         assert (out / f"{name}.ipynb").is_file() and (out / f"{name}.html").is_file()
 
 
 def test_combined_report_has_figures_and_numbers_but_no_code(smoke_report):
     out, written = smoke_report
     page = written["html"].read_text()
-    assert len(re.findall(r'<img[^>]+src="data:image/png;base64', page)) >= 4
+    assert len(re.findall(r'<img[^>]+src="data:image/png;base64', page)) >= 9
     metrics = json.loads((out / "final" / "metrics.json").read_text())
     assert f"{metrics['test_accuracy']:.2%}" in page  # the prose quotes the measured accuracy
     assert "from_parameters(globals())" not in page  # code hidden
-    for noise in ("Traceback", "Warning", "it/s]"):  # no warnings, errors or progress bars
-        assert noise not in page
+    for noise in ("Traceback", "Warning", "it/s]", "elapsed", "Reusing", "[1/", str(out), "/tmp/", "/home/"):
+        assert noise not in page, noise  # no warnings, errors, progress or log lines, no absolute paths
     with_code = (out / "01_model_selection.html").read_text()
     assert "from_parameters" in with_code
+
+
+def test_report_opens_with_its_findings_and_numbers_its_parts(smoke_report):
+    out, written = smoke_report
+    text = re.sub(r"<[^>]+>", " ", written["html"].read_text())
+    assert text.index("Abstract.") < text.index("Table 1.") < text.index("1 Data") < text.index("9 References")
+    sections = re.findall(r"\n\s*(\d) (?:Data|Method|Model selection|Final evaluation|Reproduction and ablation|"
+                          r"What the model looks at|Discussion|How this run was made|References)", text)
+    assert sections == [str(i) for i in range(1, 10)]
+    for kind, count in (("Figure", 9), ("Table", 9)):
+        first = [int(n) for n in re.findall(rf"{kind} (\d+)\.", text)]
+        assert sorted(set(first)) == list(range(1, count + 1)), kind
+        assert first == sorted(first), f"{kind}s out of order"
+
+
+def test_results_file_holds_the_numbers_the_report_states(smoke_report):
+    out, written = smoke_report
+    results = json.loads((out / "results.json").read_text())
+    numbers = results["numbers"]
+    metrics = json.loads((out / "final" / "metrics.json").read_text())
+    assert numbers["final.test_accuracy"]["value"] == metrics["test_accuracy"]
+    assert len([k for k in numbers if k.startswith("ablation.original.seed")]) == 3
+    page = written["html"].read_text()
+    for name in ("ablation.seed.mean", "seeds.test_accuracy.mean", "final.test_accuracy.ci_low"):
+        assert f"{numbers[name]['value']:.2%}" in page, name
+    assert results["built"]["machine"]["cores"] and results["built"]["machine"]["torch"]
 
 
 @pytest.mark.skipif(shutil.which("xelatex") is None, reason="xelatex not installed (make report says which packages)")
@@ -93,7 +129,8 @@ def test_pdf_is_made(smoke_report):
         text = subprocess.run(["pdftotext", "-layout", str(written["pdf"]), "-"], capture_output=True,
                               text=True, check=True).stdout
         metrics = json.loads((out / "final" / "metrics.json").read_text())
-        assert f"{metrics['test_accuracy']:.2%}" in text and "Model selection" in text
+        assert f"{metrics['test_accuracy']:.2%}" in text and "3 Model selection" in text
+        assert "1 Data" in text and "1 1 Data" not in text  # numbered once, by the text
         assert "\f" in text  # more than one page
 
 

@@ -1,14 +1,30 @@
 """Building the report: execute the notebooks with papermill and a profile's parameters into
-report/<profile>/, then render them with nbconvert into report.html and report.pdf (code hidden)
-and one HTML per notebook (with code)."""
+report/<profile>/, then render them with nbconvert into report.html and report.pdf (code hidden,
+findings first) and one HTML per notebook (with code).
+
+While the notebooks run, the terminal shows their progress (report/<profile>/build.log) and
+nothing else: what the Jupyter kernels print to their own stderr goes to kernel.log.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import sys
+import threading
+import time
 from pathlib import Path
 
 from .config import load_yaml
-from .study import NOTEBOOKS, from_parameters, project_root, results_dir
+from .study import BATCH_ENV, NOTEBOOKS, from_parameters, project_root, results_dir
+
+# The report reads its findings first; they are computed last, from everything before them.
+REPORT_ORDER = [NOTEBOOKS[-1], *NOTEBOOKS[:-1]]
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook stopped with an error; the executed notebook holds the traceback."""
 
 PDF_PACKAGES = "texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc"
 
@@ -25,33 +41,106 @@ def profile_parameters(profile: str, params_file: Path | None = None) -> dict:
     return params
 
 
-def execute(profile: str, params_file: Path | None = None, log_output: bool = True) -> list[Path]:
-    """Run the notebooks with papermill and the profile's parameters into report/<profile>/."""
+def execute(profile: str, params_file: Path | None = None, echo=print) -> list[Path]:
+    """Run the notebooks with papermill and the profile's parameters into report/<profile>/,
+    showing their progress lines with `echo`."""
     import papermill as pm
 
     params = profile_parameters(profile, params_file)
     root = project_root()
     out = results_dir(profile)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "timing.json").unlink(missing_ok=True)
-    executed = []
-    for name in NOTEBOOKS:
-        target = out / name
-        pm.execute_notebook(str(root / "notebooks" / name), str(target), parameters=params,
-                            cwd=str(root / "notebooks"), log_output=log_output, progress_bar=False)
-        executed.append(target)
+    for stale in ("timing.json", "build.log", "results.json"):
+        (out / stale).unlink(missing_ok=True)
+    executed, start = [], time.perf_counter()
+    with _batch_mode(), _kernel_stderr_to(out / "kernel.log"), _follow(out / "build.log", echo):
+        for i, name in enumerate(NOTEBOOKS, start=1):
+            echo(f"[notebook {i}/{len(NOTEBOOKS)}] {name} ({time.perf_counter() - start:.0f} s so far)")
+            target = out / name
+            try:
+                pm.execute_notebook(str(root / "notebooks" / name), str(target), parameters=params,
+                                    cwd=str(root / "notebooks"), log_output=False, progress_bar=False)
+            except pm.PapermillExecutionError as err:
+                raise NotebookFailed(f"{name} stopped with {err.ename}: {err.evalue} (the executed notebook, "
+                                     f"with the traceback: {target})") from None
+            executed.append(target)
+    echo(f"Executed {len(NOTEBOOKS)} notebooks in {time.perf_counter() - start:.0f} s; progress log: {out / 'build.log'}")
     return executed
 
 
+@contextlib.contextmanager
+def _batch_mode():
+    """Tell the notebooks' kernels (they inherit the environment) to keep progress out of the report."""
+    before = os.environ.get(BATCH_ENV)
+    os.environ[BATCH_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(BATCH_ENV, None)
+        else:
+            os.environ[BATCH_ENV] = before
+
+
+@contextlib.contextmanager
+def _kernel_stderr_to(path: Path):
+    """Kernels inherit this process's stderr; while they run it points to `path` (where, e.g., the
+    kernel's "running over TCP without encryption" warning lands instead of the terminal)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as f:
+        os.dup2(f.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def _follow(path: Path, echo, every: float = 1.0):
+    """Echo the lines appended to `path` while the block runs (like `tail -f`)."""
+    stop = threading.Event()
+
+    def tail():
+        offset = 0
+        while True:
+            stopping = stop.wait(every)
+            if path.is_file():
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+                complete = chunk[:chunk.rfind(b"\n") + 1]  # only whole lines
+                offset += len(complete)
+                for line in complete.decode(errors="replace").splitlines():
+                    echo("    " + line)
+            if stopping:
+                return
+
+    thread = threading.Thread(target=tail, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def combine(notebooks: list[Path], title: str):
-    """One notebook of the executed ones, without their parameter cells (code is hidden anyway)."""
+    """One notebook of the executed ones in report order, without their parameter cells (code is
+    hidden anyway); cells tagged `at-end` (the findings notebook's closing sections) go last."""
     import nbformat
 
     parts = [nbformat.read(str(p), as_version=4) for p in notebooks]
     combined = nbformat.v4.new_notebook(metadata=parts[0].metadata)
+    body, end = [], []
     for nb in parts:
-        combined.cells += [c for c in nb.cells
-                           if not {"parameters", "injected-parameters"} & set(c.get("metadata", {}).get("tags", []))]
+        for cell in nb.cells:
+            tags = set(cell.get("metadata", {}).get("tags", []))
+            if not {"parameters", "injected-parameters"} & tags:
+                (end if "at-end" in tags else body).append(cell)
+    combined.cells = body + end
     combined.metadata["title"] = title
     combined.metadata["authors"] = [{"name": "vitlib"}]
     return combined
@@ -63,12 +152,12 @@ def render(profile: str, pdf: bool = True) -> dict:
     from nbconvert import HTMLExporter, PDFExporter
 
     out = results_dir(profile)
-    executed = [out / name for name in NOTEBOOKS]
+    executed = [out / name for name in REPORT_ORDER]
     missing = [str(p) for p in executed if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"executed notebooks missing: {', '.join(missing)}; run "
                                 f"`python -m vitlib report --profile {profile}` without --render-only")
-    title = f"Vision Transformers on MNIST — report ({profile} profile)"
+    title = f"Vision Transformers on MNIST: a course report rerun, fixed and explained ({profile} profile)"
     combined = combine(executed, title)
     nbformat.write(combined, str(out / "report.ipynb"))
     written = {}
@@ -86,8 +175,56 @@ def render(profile: str, pdf: bool = True) -> dict:
             print(f"PDF skipped: {', '.join(missing_tools)} not found. For the PDF, install them, e.g. on "
                   f"Debian/Ubuntu: sudo apt-get install --no-install-recommends {PDF_PACKAGES}")
         else:
-            exporter = PDFExporter(**hidden)
+            print("Rendering the PDF with XeLaTeX ...", flush=True)
+            exporter = PDFExporter(**hidden, raw_mimetypes=["text/latex"])  # its default would drop LaTeX raw cells
             data, _ = exporter.from_notebook_node(combined, resources={"metadata": {"name": title}})
             (out / "report.pdf").write_bytes(data)
             written["pdf"] = out / "report.pdf"
     return written
+
+
+def check(profile: str, echo=print) -> bool:
+    """Rebuild a profile from scratch in a temporary folder and compare every number of its
+    results.json with the committed one; print the comparison; True when every number holds."""
+    import tempfile
+
+    import pandas as pd
+
+    from . import findings
+
+    committed_path = project_root() / "report" / profile / "results.json"
+    committed = findings.load(committed_path)
+    with tempfile.TemporaryDirectory(prefix=f"vitlib-check-{profile}-") as tmp:
+        before = os.environ.get("VITLIB_REPORT_DIR")
+        os.environ["VITLIB_REPORT_DIR"] = tmp
+        try:
+            echo(f"Rebuilding the {profile} profile from scratch in {tmp} ...")
+            execute(profile, echo=echo)
+            rebuilt = findings.load(Path(tmp) / profile / "results.json")
+        finally:
+            if before is None:
+                os.environ.pop("VITLIB_REPORT_DIR", None)
+            else:
+                os.environ["VITLIB_REPORT_DIR"] = before
+    table, same = findings.compare(committed, rebuilt)
+    shown = table.assign(**{c: table[c].map(_show) for c in ("committed", "rebuilt", "difference", "tolerance")},
+                         ok=table["ok"].map({True: "ok", False: "MOVED"}))
+    with pd.option_context("display.width", 200, "display.max_rows", None, "display.max_colwidth", 60):
+        echo(shown.to_string(index=False))
+    was, now = committed["built"]["machine"], rebuilt["built"]["machine"]
+    if same:
+        echo(f"Same machine and libraries as the committed build ({was['cpu']}): every number must be identical.")
+    else:
+        differ = ", ".join(f"{k} {was.get(k)!r} -> {now.get(k)!r}" for k in now if was.get(k) != now.get(k))
+        echo(f"Another machine or library version than the committed build ({differ}): numbers may move by float "
+             f"rounding, up to twice the spread the report states for each (seeds or folds).")
+    moved = int((~table["ok"]).sum())
+    echo(f"check-report {profile}: {len(table) - moved} of {len(table)} numbers hold" +
+         (f"; {moved} moved beyond tolerance" if moved else ""))
+    return moved == 0
+
+
+def _show(value) -> str:
+    if isinstance(value, float):
+        return f"{value:+.6g}" if value and abs(value) < 1e-3 else f"{value:.6g}"
+    return "" if value is None else str(value)

@@ -1,4 +1,4 @@
-"""Command line: `python -m vitlib {data,train,select,evaluate,predict,report} --help`.
+"""Command line: `python -m vitlib {data,train,select,evaluate,predict,report,check-report} --help`.
 
 Every setting of `ExperimentConfig` is a flag (`--epochs 1`, `--head-softmax`), applied on top of
 a preset (`--preset seed`) and an optional YAML file (`--config my.yaml`).
@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from .config import FIELD_SECTION, PRESETS, SECTIONS, build_config
+from .build import NotebookFailed
 from .data import MNISTError
 from .train import TrainingDiverged
 
@@ -142,6 +143,12 @@ def cmd_report(args) -> None:
           f"{results_dir(args.profile)})")
 
 
+def cmd_check_report(args) -> int:
+    from .build import check
+
+    return 0 if check(args.profile) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vitlib", description=__doc__.splitlines()[0], allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -185,14 +192,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--render-only", action="store_true", help="render the already executed notebooks")
     p.add_argument("--no-pdf", action="store_true", help="make only the HTML")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("check-report", allow_abbrev=False, help="rebuild a profile and compare it with the committed one",
+                       description="Rebuild report/PROFILE/ from scratch in a temporary folder and compare every number "
+                                   "of its results.json with the committed one (exit status 1 if one moved beyond "
+                                   "tolerance: none on the machine that built it, twice the stated spread elsewhere).")
+    p.add_argument("--profile", default="seed", help="parameter profile params/PROFILE.yaml (default: seed)")
+    p.set_defaults(func=cmd_check_report)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
-    except (ValueError, FileNotFoundError, MNISTError, TrainingDiverged) as err:
+        status = args.func(args)
+    except (ValueError, FileNotFoundError, MNISTError, TrainingDiverged, NotebookFailed) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0

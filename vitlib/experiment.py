@@ -118,14 +118,15 @@ def train_runs(runs: dict[str, ExperimentConfig], data: MNIST, out_dir: str | Pa
         else:
             todo.append(name)
     if len(todo) < len(runs):
-        log(f"Reusing {len(runs) - len(todo)} finished run(s) from {out_dir}: "
-            f"{', '.join(n for n in runs if n not in todo)}")
+        reused = [n for n in runs if n not in todo]
+        log(f"Reusing {len(reused)} finished run(s) from {out_dir}" + (f": {', '.join(reused)}" if len(reused) <= 3 else ""))
     if todo:
         arrays = tuple(t.numpy() for t in (data.train_images, data.train_labels, data.test_images, data.test_labels))
         first = runs[todo[0]]
         run_jobs(_train_run, [(name, runs[name], arrays, folders[name]) for name in todo], backend=backend,
                  n_jobs=n_jobs, device=resolve_device(first.train.device), planned=len(runs),
-                 dropout=any(runs[n].model.uses_dropout for n in todo), log=log,
+                 dropout=any(runs[n].model.uses_dropout for n in todo), log=log, what="runs",
+                 finished=lambda: sum((folders[n] / "metrics.json").is_file() for n in todo),
                  describe=lambda m: f"{m['name']}: test accuracy {m['test_accuracy']:.2%} ({m['train_seconds']:.0f} s)")
     return {name: load_run(folders[name]) for name in runs}
 

@@ -62,7 +62,7 @@ def prediction_captions(model, images: torch.Tensor, labels: torch.Tensor) -> li
     return [f"{int(y)} → {int(p.argmax())} ({float(p.max()):.2f})" for y, p in zip(labels, probs)]
 
 
-def misclassified(model, data: MNIST, limit: int = 24) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+def misclassified(model, data: MNIST, limit: int = 18) -> tuple[torch.Tensor, list[str], torch.Tensor]:
     """The test digits the model gets wrong, most confident first, with 'true → predicted (p)' captions,
     and all test predictions."""
     probs = predict(model, data.test_images)

@@ -15,6 +15,7 @@ import contextlib
 import gc
 import multiprocessing
 import os
+import threading
 import time
 from typing import Callable
 
@@ -26,12 +27,15 @@ CLUSTER_BACKENDS = ("ray", "dask")  # workers on other machines; n_jobs=-1 means
 
 def run_jobs(fn: Callable, jobs: list[tuple], *, backend: str, n_jobs: int, device: torch.device,
              dropout: bool = False, on_result: Callable[[int, object], None] | None = None,
-             describe: Callable[[object], str] | None = None, planned: int | None = None, log=print) -> list:
+             describe: Callable[[object], str] | None = None, planned: int | None = None,
+             finished: Callable[[], int] | None = None, what: str = "jobs", log=print) -> list:
     """`fn(*args)` for every `args` in `jobs`, in parallel; the results in the order of `jobs`.
 
     `on_result(i, result)` runs in this process as each job finishes (or, with the fork-based
-    'multiprocessing' backend, which returns everything at the end, when all have finished);
-    `describe(result)`, when given, makes a progress line for each.
+    'multiprocessing' backend, which returns everything at the end, when all have finished).
+    Progress goes to `log`: with `describe(result)`, a line per finished job with the time spent
+    and an estimate of the time left; and a line at least every 30 s while jobs run, counting
+    those done by `finished()` where results only come back at the end.
 
     Each job's torch threads follow from the whole batch (`planned` jobs, those done earlier
     included), not from how many are left, so a resumed batch computes exactly what an
@@ -52,24 +56,71 @@ def run_jobs(fn: Callable, jobs: list[tuple], *, backend: str, n_jobs: int, devi
                          "(threads share torch's random generator); use joblib_backend='loky'")
     threads = 1 if shared_cores and backend != "threading" else 0
     at_end = backend == "multiprocessing" and n_jobs != 1
-    if at_end and describe is not None:
-        log(f"Running {len(jobs)} jobs in {n_jobs} forked processes; they are listed when all are done "
-            f"(each is saved as soon as it finishes)")
     tasks = (joblib.delayed(_with_threads)(threads, i, fn, args) for i, args in enumerate(jobs))
     results: list = [None] * len(jobs)
-    start = time.perf_counter()
+    clock = _Clock(len(jobs), what, log, finished if at_end else None)
+    if describe is not None:
+        clock.log(f"{len(jobs)} {what if len(jobs) > 1 else what.rstrip('s')} to run on {n_jobs} "
+                  f"worker{'s' if n_jobs != 1 else ''} ({backend})" + (", each saved as soon as it finishes" if at_end else ""))
     with _restore_threads(torch.get_num_threads()), shared_memory_for_forks(at_end), \
-            joblib.parallel_config(backend=backend, n_jobs=n_jobs):
+            joblib.parallel_config(backend=backend, n_jobs=n_jobs), clock.heartbeat(describe is not None):
         if in_threads and shared_cores:
             torch.set_num_threads(1)  # the threads share the cores
-        finished = joblib.Parallel(return_as="list" if at_end else "generator_unordered")(tasks)
-        for done, (i, result) in enumerate(finished, start=1):
+        returned = joblib.Parallel(return_as="list" if at_end else "generator_unordered")(tasks)
+        for done, (i, result) in enumerate(returned, start=1):
             results[i] = result
             if on_result is not None:
                 on_result(i, result)
             if describe is not None:
-                log(f"[{done}/{len(jobs)}] {describe(result)}")
+                clock.done = done
+                clock.log(f"[{done}/{len(jobs)}] {describe(result)} · {clock.status()}")
     return results
+
+
+class _Clock:
+    """Elapsed time and an estimate of what is left, and a heartbeat line whenever nothing has
+    been said for `every` seconds."""
+
+    def __init__(self, total: int, what: str, log, finished: Callable[[], int] | None, every: float = 30.0):
+        self.total, self.what, self.finished, self.every = total, what, finished, every
+        self.start = self.said = time.perf_counter()
+        self.done = 0
+        self._log = log
+
+    def log(self, line: str) -> None:
+        self.said = time.perf_counter()
+        self._log(line)
+
+    def status(self) -> str:
+        elapsed = time.perf_counter() - self.start
+        text = f"{_duration(elapsed)} elapsed"
+        if 0 < self.done < self.total:
+            text += f", about {_duration(elapsed / self.done * (self.total - self.done))} left"
+        return text
+
+    @contextlib.contextmanager
+    def heartbeat(self, active: bool):
+        stop = threading.Event()
+
+        def beat():
+            while not stop.wait(1.0):
+                if time.perf_counter() - self.said >= self.every:
+                    if self.finished is not None:
+                        self.done = max(self.done, self.finished())
+                    self.log(f"... {self.done}/{self.total} {self.what} done · {self.status()}")
+
+        thread = threading.Thread(target=beat, daemon=True)
+        if active:
+            thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
 def _with_threads(threads: int, index: int, fn: Callable, args: tuple):

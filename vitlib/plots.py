@@ -76,18 +76,16 @@ def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor) -> plt.Figur
     return fig
 
 
-def digit_grid(images: torch.Tensor, titles: list[str], cols: int = 8, title: str = "") -> plt.Figure:
-    """uint8 digits (N, 1, 28, 28) with a caption under each."""
+def digit_grid(images: torch.Tensor, titles: list[str], cols: int = 6) -> plt.Figure:
+    """uint8 digits (N, 1, 28, 28) with a caption over each, large enough to read at page width."""
     n = len(images)
     rows = max(1, int(np.ceil(n / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.5 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.75 * cols, 2.0 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, t in zip(axes.flat, images, titles):
         ax.imshow(img[0].numpy(), cmap="gray_r")
-        ax.set_title(t, fontsize=8)
-    if title:
-        fig.suptitle(title)
+        ax.set_title(t, fontsize=12)
     fig.tight_layout()
     return fig
 
@@ -116,36 +114,68 @@ def digit_patches(image: torch.Tensor, patch_grid: torch.Tensor) -> plt.Figure:
     return fig
 
 
-def position_similarity(similarity: torch.Tensor, title: str) -> plt.Figure:
-    """Cosine similarity of each patch's position embedding to every other, as in the ViT paper:
-    one small map per patch, laid out where that patch sits in the image."""
+def position_similarity(similarity: torch.Tensor, kind: str) -> plt.Figure:
+    """What a position table does to 2-D neighbours: the cosine similarity of two patches'
+    position embeddings, (a, b) mapped over the image for two reference patches, and (c) against
+    the patches' distance in the image, for pairs in the same row, in the same column, or neither.
+    A 1-D table makes a patch's neighbours in its row alike and those in its column less so."""
     side = int(round(similarity.shape[0] ** 0.5))
-    maps = similarity.reshape(side, side, side, side).numpy()
-    fig, axes = plt.subplots(side, side, figsize=(6, 6))
-    for r in range(side):
-        for c in range(side):
-            axes[r, c].imshow(maps[r, c], cmap="viridis", vmin=-1, vmax=1)
-            axes[r, c].set_xticks([])
-            axes[r, c].set_yticks([])
-    fig.suptitle(title)
-    fig.tight_layout()
+    sim = similarity.numpy()
+    centre, row_end = (side // 2) * side + side // 2, (side // 2 - 1) * side + side - 1
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.9), gridspec_kw={"width_ratios": [1, 1, 1.4]},
+                             layout="constrained")
+    for ax, ref, name in ((axes[0], centre, "(a) the centre patch"), (axes[1], row_end, "(b) the last patch of a row")):
+        im = ax.imshow(sim[ref].reshape(side, side), cmap="viridis", vmin=-1, vmax=1)
+        r, c = divmod(ref, side)
+        ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="red", lw=2))
+        ax.set_title(f"{name} (red)\nagainst every patch", fontsize=11)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=axes[:2], shrink=0.75, label="cosine similarity")
+    i, j = np.triu_indices(len(sim), k=1)
+    (ri, ci), (rj, cj) = np.divmod(i, side), np.divmod(j, side)
+    distance = np.hypot(ri - rj, ci - cj)
+    for mask, label, color, size in ((ri == rj, "same row", "tab:blue", 30), (ci == cj, "same column", "tab:red", 30),
+                                     ((ri != rj) & (ci != cj), "neither", "0.7", 6)):
+        axes[2].scatter(distance[mask], sim[i[mask], j[mask]], s=size, alpha=0.6, color=color, label=label)
+    axes[2].set_xlabel("distance between the two patches in the image (patches)")
+    axes[2].set_ylabel("cosine similarity")
+    axes[2].set_title(f"(c) every pair of patches, {kind} table", fontsize=11)
+    axes[2].legend(fontsize=9, markerscale=1.5)
+    axes[2].grid(alpha=0.3)
     return fig
 
 
 def attention_overlays(images: torch.Tensor, rollout: torch.Tensor, titles: list[str]) -> plt.Figure:
-    """Digits with the class token's attention rollout laid over them."""
+    """Digits (top) and the class token's attention rollout laid over them (bottom)."""
     n = len(images)
-    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.4), squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(1.9 * n, 4.2), squeeze=False)
     size = images.shape[-1]
     for i in range(n):
         axes[0, i].imshow(images[i, 0].numpy(), cmap="gray_r")
-        axes[0, i].set_title(titles[i], fontsize=8)
+        axes[0, i].set_title(titles[i], fontsize=12)
         heat = torch.nn.functional.interpolate(rollout[i][None, None], size=(size, size), mode="nearest")[0, 0]
         axes[1, i].imshow(images[i, 0].numpy(), cmap="gray_r")
         axes[1, i].imshow(heat.numpy(), cmap="inferno", alpha=0.6)
         for ax in axes[:, i]:
             ax.axis("off")
-    fig.suptitle("Attention rollout of the class token (bottom: brighter = more attention)")
+    fig.tight_layout()
+    return fig
+
+
+def main_effects(effects: pd.DataFrame, noise: float) -> plt.Figure:
+    """Mean validation error per value of each grid setting (averaged over the rest of the grid),
+    one panel per setting on a shared axis, with the median fold standard deviation for scale."""
+    settings = list(dict.fromkeys(effects["setting"]))
+    fig, axes = plt.subplots(1, len(settings), figsize=(2.6 * len(settings) + 1, 3.4), sharey=True, squeeze=False)
+    for ax, key in zip(axes[0], settings):
+        part = effects[effects["setting"] == key]
+        x = np.arange(len(part))
+        ax.errorbar(x, part["mean"] * 100, yerr=noise * 100, fmt="o-", capsize=4, color="tab:blue")
+        ax.set_xticks(x, part["value"], fontsize=9)
+        ax.set_xlabel(key)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("mean validation error (%)")
     fig.tight_layout()
     return fig
 

@@ -114,7 +114,9 @@ def select(cfg: ExperimentConfig, data: MNIST, out_dir: str | Path | None = None
     rows += run_jobs(run_trial, jobs, backend=sel.joblib_backend, n_jobs=sel.n_jobs,
                      device=resolve_device(cfg.train.device), planned=len(points) * len(splits),
                      dropout=any(cfg.with_overrides(p).model.uses_dropout for p in points),
-                     on_result=keep, describe=_trial_line if progress else None, log=log)
+                     on_result=keep, describe=_trial_line if progress else None, what="trials", log=log,
+                     finished=lambda: sum((trial_dir / f"{trial_id(p, f)}.json").is_file() for p, f, *_ in todo)
+                     if trial_dir is not None else 0)
     result = _result(rows, points, list(sel.grid), reused=len(rows) - len(todo))
     if out_dir is not None:
         _save_selection(Path(out_dir), result, cfg)

@@ -40,3 +40,16 @@ def mean_std(values) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
     v = np.asarray(values, float)
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def t_interval(values, confidence: float = 0.95) -> tuple[float, float]:
+    """Student-t confidence interval for the mean of a few values (e.g. seeds); the mean itself
+    for a single value."""
+    from scipy.stats import t
+
+    v = np.asarray(values, float)
+    mean = float(v.mean())
+    if len(v) < 2:
+        return mean, mean
+    half = float(t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return mean - half, mean + half

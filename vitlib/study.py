@@ -6,8 +6,11 @@ stage per section. Under `report/<profile>/` (each file has one writer here and 
     selection/             select() writes trials/, selection.json (+ CSVs); selection() reads it
     final/                 final() trains the selected config; final_model() and final() read it
     final_variants/<run>/  seeds_and_runner_up(): more seeds and the runner-up of selection
-    ablation/<run>/        ablation(): the original with and without its head softmax, and modern
+    ablation/<run>/        ablation(): the original with and without its head softmax, and modern,
+                           each over N_SEEDS seeds
     timing.json            wall times of the stages; timing() reads them
+    build.log              progress lines (`make report` shows them in the terminal)
+    results.json           every number the report states: `vitlib.results_file` writes and reads it
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,12 +26,12 @@ import torch
 from .checks import reject_unknown
 from .config import FIELD_SECTION, ExperimentConfig, build_config
 from .data import MNIST
-from .experiment import load_data, load_run, train_runs
+from .experiment import load_data, load_run, run_folder, train_runs
 from .results import write_json
 from .selection import SelectionResult, load_selection, select
 from .train import load_checkpoint
 
-NOTEBOOKS = ["01_model_selection.ipynb", "02_final_evaluation.ipynb", "03_understanding.ipynb"]
+NOTEBOOKS = ["01_model_selection.ipynb", "02_final_evaluation.ipynb", "03_understanding.ipynb", "04_findings.ipynb"]
 # The reproduction and ablation: name -> preset (vitlib.config.PRESETS).
 ABLATION = {"original (head softmax, as in the report)": "original",
             "original without the head softmax": "seed",
@@ -37,6 +40,8 @@ NOTEBOOK_NAMES = {"profile", "preset"}  # notebook parameters that are not exper
 # Settings that say how much data and how long, and how a run is executed: these carry over from
 # the profile to the ablation's runs; everything else comes from each run's own preset.
 CARRY_OVER = ("epochs", "train_limit", "test_limit", "seed", "device", "compile", "data_root")
+N_SEEDS = 3  # seeds per configuration for the final model and for each ablation row
+BATCH_ENV = "VITLIB_BATCH"  # set by `vitlib.build` while it executes the notebooks
 _IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
 
 
@@ -58,7 +63,6 @@ class Study:
     profile: str
     preset: str
     config: ExperimentConfig
-    started: float = field(default_factory=time.perf_counter)
 
     @property
     def out(self) -> Path:
@@ -69,8 +73,10 @@ class Study:
 
     def select(self, data: MNIST) -> SelectionResult:
         """k-fold selection, its trials kept in selection/trials/ (a rerun resumes)."""
-        result = select(self.config, data, self.out / "selection", progress=True, log=_print_flush)
-        self._save_timing("selection_seconds", trials=len(result.trials), trials_reused=result.reused)
+        self.log(f"Model selection: {len(self.config.grid_points())} configs x {self.config.selection.folds} folds")
+        start = time.perf_counter()
+        result = select(self.config, data, self.out / "selection", progress=True, log=self.log)
+        self._save_timing("selection_seconds", start, trials=len(result.trials), trials_reused=result.reused)
         return result
 
     def selection(self) -> SelectionResult:
@@ -87,8 +93,10 @@ class Study:
     def final(self, data: MNIST) -> dict:
         """The selected config trained on all training images, tested after every epoch (read back
         if it is already there)."""
+        self.log(f"Final model: {_point(self.selection().best)} on all {len(data.train_images):,} training images")
+        start = time.perf_counter()
         metrics = self._runs({"final": self.final_config()}, data, self.out)["final"]
-        self._save_timing("final_seconds")
+        self._save_timing("final_seconds", start)
         return metrics
 
     def final_model(self) -> torch.nn.Module:
@@ -99,17 +107,26 @@ class Study:
                                     f"{self.profile!r} first (`make report PROFILE={self.profile}` runs all).")
         return load_checkpoint(path)[0]
 
-    def seeds_and_runner_up(self, data: MNIST, n_seeds: int = 3) -> dict:
-        """The selected config with more seeds, and the runner-up, each on all training images."""
+    def seed_run_configs(self) -> dict[str, ExperimentConfig]:
+        """The selected config with the other seeds, and the runner-up of model selection."""
         final = self.final_config()
         base_seed = final.train.seed
-        runs = {f"seed {base_seed + i}": final.with_overrides(seed=base_seed + i) for i in range(1, n_seeds)}
+        runs = {f"seed {base_seed + i}": final.with_overrides(seed=base_seed + i) for i in range(1, N_SEEDS)}
         runner_up = self.selection().runner_up()
         if runner_up is not None:
             runs["runner-up"] = self.config.with_overrides(runner_up)
-        first = load_run(self.out / "final")
-        return {f"seed {base_seed} (the final model above)": first,
-                **self._runs(runs, data, self.out / "final_variants")}
+        return runs
+
+    def seeds_and_runner_up(self, data: MNIST | None = None) -> dict:
+        """The final model and the runs of `seed_run_configs`, trained (with `data`) or read back."""
+        runs = self.seed_run_configs()
+        if data is not None:
+            self.log(f"Seeds and runner-up: {len(runs)} more runs on all training images")
+        first, start = load_run(self.out / "final"), time.perf_counter()
+        others = self._runs(runs, data, self.out / "final_variants")
+        if data is not None:
+            self._save_timing("seeds_seconds", start)
+        return {f"seed {self.final_config().train.seed} (the final model above)": first, **others}
 
     def ablation_configs(self) -> dict[str, ExperimentConfig]:
         """The original model with and without its head softmax, and with a modern recipe, at the
@@ -117,16 +134,48 @@ class Study:
         carried = {k: v for k, v in self.config.flat().items() if k in CARRY_OVER}
         return {name: build_config(preset, carried) for name, preset in ABLATION.items()}
 
-    def ablation(self, data: MNIST) -> dict:
-        return self._runs(self.ablation_configs(), data, self.out / "ablation")
+    def ablation_presets(self) -> list[str]:
+        return list(ABLATION.values())
 
-    def _runs(self, runs: dict, data: MNIST, out_dir: Path) -> dict:
+    def ablation(self, data: MNIST | None = None) -> dict[str, list[dict]]:
+        """{row: [metrics of each seed]}: each ablation row over N_SEEDS seeds, trained or read back."""
+        rows = self.ablation_configs()
+        runs = {f"{row} · seed {cfg.train.seed + i}": cfg.with_overrides(seed=cfg.train.seed + i)
+                for row, cfg in rows.items() for i in range(N_SEEDS)}
+        if data is not None:
+            self.log(f"Reproduction and ablation: {len(rows)} recipes x {N_SEEDS} seeds")
+        start = time.perf_counter()
+        done = self._runs(runs, data, self.out / "ablation")
+        if data is not None:
+            self._save_timing("ablation_seconds", start)
+        return {row: [done[name] for name in runs if name.startswith(f"{row} · ")] for row in rows}
+
+    def _runs(self, runs: dict, data: MNIST | None, out_dir: Path) -> dict:
+        if data is None:  # read back only
+            return {name: load_run(run_folder(out_dir, name)) for name in runs}
         sel = self.config.selection
-        return train_runs(runs, data, out_dir, sel.n_jobs, sel.joblib_backend, log=_print_flush)
+        return train_runs(runs, data, out_dir, sel.n_jobs, sel.joblib_backend, log=self.log)
 
-    def _save_timing(self, key: str, **extra) -> None:
+    def log(self, line: str) -> None:
+        """A progress line: into build.log, and into the notebook unless `vitlib.build` runs it
+        (then the terminal shows build.log, and the rendered report stays free of log lines)."""
         self.out.mkdir(parents=True, exist_ok=True)
-        write_json(self.out / "timing.json", {**self.timing(), key: time.perf_counter() - self.started, **extra})
+        with open(self.out / "build.log", "a") as f:
+            f.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+        if not os.environ.get(BATCH_ENV):
+            print(line, flush=True)
+
+    def write_findings(self) -> dict:
+        """Gather every number of the finished study into results.json (the last stage)."""
+        from . import findings
+
+        results = findings.gather(self)
+        findings.save(results, self.out / "results.json")
+        return results
+
+    def _save_timing(self, key: str, start: float, **extra) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(self.out / "timing.json", {**self.timing(), key: time.perf_counter() - start, **extra})
 
     def timing(self) -> dict:
         path = self.out / "timing.json"
@@ -153,5 +202,5 @@ def from_parameters(namespace: dict) -> Study:
     return Study(profile, preset, config)
 
 
-def _print_flush(*args):
-    print(*args, flush=True)
+def _point(point: dict) -> str:
+    return ", ".join(f"{k} = {v}" for k, v in point.items()) or "the preset's config"
