@@ -50,7 +50,7 @@ def execute(profile: str, params_file: Path | None = None, echo=print) -> list[P
     root = project_root()
     out = results_dir(profile)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("timing.json", "build.log", "results.json"):
+    for stale in ("timing.json", "build.log"):  # results.json is replaced only when the build finishes
         (out / stale).unlink(missing_ok=True)
     executed, start = [], time.perf_counter()
     with _batch_mode(), _kernel_stderr_to(out / "kernel.log"), _follow(out / "build.log", echo):

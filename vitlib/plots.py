@@ -21,6 +21,8 @@ def model_selection(trials: pd.DataFrame, summary: pd.DataFrame, grid_keys: list
                     folds: int, epochs: int) -> plt.Figure:
     """Training and validation misclassification per config: fold means with their spread
     (min-max over folds as bars, each fold as a dot), the chosen config highlighted."""
+    if len(summary) > 12:
+        return _model_selection_ranked(trials, summary, grid_keys, best, folds, epochs)
     configs = summary[grid_keys].to_dict("records")  # keeps each column's type
     labels = [config_label(r, grid_keys) for r in configs]
     x = np.arange(len(summary))
@@ -44,6 +46,28 @@ def model_selection(trials: pd.DataFrame, summary: pd.DataFrame, grid_keys: list
     ax.set_title(f"Model selection: {folds}-fold CV, {epochs} epochs per trial")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _model_selection_ranked(trials: pd.DataFrame, summary: pd.DataFrame, grid_keys: list[str], best: dict,
+                            folds: int, epochs: int) -> plt.Figure:
+    """For a large grid: one row per config, best at the top, validation error of each fold as dots
+    and their mean as a bar, so that every label stays readable at page width."""
+    order = summary.sort_values("val_error_mean", kind="stable", na_position="last")
+    configs = order[grid_keys].to_dict("records")
+    fig, ax = plt.subplots(figsize=(8, 0.2 * len(configs) + 1.2))
+    y = np.arange(len(configs))[::-1]
+    ax.barh(y, order["val_error_mean"] * 100, color="tab:orange", alpha=0.35, label=f"mean over {folds} folds")
+    for yi, r in zip(y, configs):
+        v = trials.loc[(trials[grid_keys] == pd.Series(r)).all(axis=1), "val_error"] * 100
+        ax.plot(v, np.full(len(v), yi), "o", color="tab:orange", ms=3)
+    labels = [("▶ " if r == best else "") + ", ".join(f"{k}={r[k]}" for k in grid_keys) for r in configs]
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.set_xlabel("validation misclassification error (%)")
+    ax.set_title(f"{len(configs)} configurations, {folds}-fold CV, {epochs} epochs per trial; ▶ selected", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_ylim(-0.7, len(configs) - 0.3)
     fig.tight_layout()
     return fig
 
