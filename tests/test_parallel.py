@@ -78,3 +78,18 @@ def test_compiled_training_leaves_forks_usable_and_other_compiled_code_falls_bac
     """)
     assert result["poisoned"], "PyTorch now lets forks run autograd after compiled code: revisit vitlib.parallel"
     assert "already trained" in result["said"][0] and result["variants"] == ["a", "b"]
+
+
+def _square(x):
+    return x * x
+
+
+def test_run_jobs_returns_results_in_job_order_with_every_local_backend():
+    from vitlib.parallel import run_jobs
+
+    said = []
+    for backend in ("loky", "multiprocessing", "threading", "sequential"):
+        for jobs in ([(3,)], [(1,), (2,), (3,)]):  # one job runs in this process, whatever the backend
+            assert run_jobs(_square, jobs, backend=backend, n_jobs=2, device=torch.device("cpu"), log=said.append,
+                            describe=str) == [x * x for (x,) in jobs]
+    assert any("[3/3]" in line and "elapsed" in line for line in said)

@@ -50,6 +50,8 @@ def run_jobs(fn: Callable, jobs: list[tuple], *, backend: str, n_jobs: int, devi
     shared_cores = device.type == "cpu" and (workers == -1 or min(workers, planned or len(jobs)) > 1)
     if backend not in CLUSTER_BACKENDS:
         n_jobs = min(workers, len(jobs))
+        if n_jobs == 1:
+            backend = "sequential"  # in this process (the 'multiprocessing' backend object would refuse a generator)
     in_threads = backend == "threading" and n_jobs != 1
     if in_threads and dropout:
         raise ValueError("joblib_backend='threading' with dropout would make results depend on thread timing "
