@@ -9,6 +9,7 @@ nothing else: what the Jupyter kernels print to their own stderr goes to kernel.
 from __future__ import annotations
 
 import contextlib
+import html
 import os
 import shutil
 import sys
@@ -162,7 +163,10 @@ def render(profile: str, pdf: bool = True) -> dict:
     nbformat.write(combined, str(out / "report.ipynb"))
     written = {}
     hidden = dict(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-    body, _ = HTMLExporter(**hidden).from_notebook_node(combined, resources={"metadata": {"name": title}})
+    # The PDF's title comes from the metadata (\maketitle); the HTML page needs it as a heading.
+    page = nbformat.from_dict(combined)
+    page.cells = [nbformat.v4.new_markdown_cell(f"<h1>{html.escape(title)}</h1>")] + page.cells
+    body, _ = HTMLExporter(**hidden).from_notebook_node(page, resources={"metadata": {"name": title}})
     (out / "report.html").write_text(body)
     written["html"] = out / "report.html"
     for path in executed:

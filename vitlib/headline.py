@@ -130,7 +130,8 @@ def environment_table(results: dict, number: int) -> Table:
              "seeds_seconds": "more seeds and the runner-up", "ablation_seconds": "reproduction and ablation"}
     for key, label in names.items():
         if key in built["wall_seconds"]:
-            rows.append((f"wall time: {label}", f"{built['wall_seconds'][key]:,.0f} s"))
+            seconds = built["wall_seconds"][key]
+            rows.append((f"wall time: {label}", f"{seconds:,.0f} s" if seconds >= 1 else "read back from an earlier build"))
     return Table(pd.DataFrame(rows, columns=["", "value"]), f"Table {number}. Where and with what this report was built")
 
 

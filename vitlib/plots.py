@@ -75,7 +75,7 @@ def _model_selection_ranked(trials: pd.DataFrame, summary: pd.DataFrame, grid_ke
 def learning_curves(history: list[dict] | pd.DataFrame, title: str = "") -> plt.Figure:
     """Proxy loss and misclassification error per epoch, on the training batches and the test set."""
     h = pd.DataFrame(history)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, metric, name in ((axes[0], "loss", "proxy loss (cross-entropy)"),
                              (axes[1], "error", "misclassification error")):
         ax.plot(h["epoch"], h[f"train_{metric}"], "o-", label="training (running, during the epoch)")
@@ -84,7 +84,7 @@ def learning_curves(history: list[dict] | pd.DataFrame, title: str = "") -> plt.
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -104,12 +104,12 @@ def digit_grid(images: torch.Tensor, titles: list[str], cols: int = 6) -> plt.Fi
     """uint8 digits (N, 1, 28, 28) with a caption over each, large enough to read at page width."""
     n = len(images)
     rows = max(1, int(np.ceil(n / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.75 * cols, 2.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.65 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, t in zip(axes.flat, images, titles):
         ax.imshow(img[0].numpy(), cmap="gray_r")
-        ax.set_title(t, fontsize=12)
+        ax.set_title(t, fontsize=13)
     fig.tight_layout()
     return fig
 
@@ -146,7 +146,7 @@ def position_similarity(similarity: torch.Tensor, kind: str) -> plt.Figure:
     side = int(round(similarity.shape[0] ** 0.5))
     sim = similarity.numpy()
     centre, row_end = (side // 2) * side + side // 2, (side // 2 - 1) * side + side - 1
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.9), gridspec_kw={"width_ratios": [1, 1, 1.4]},
+    fig, axes = plt.subplots(1, 3, figsize=(9.5, 3.6), gridspec_kw={"width_ratios": [1, 1, 1.5]},
                              layout="constrained")
     for ax, ref, name in ((axes[0], centre, "(a) the centre patch"), (axes[1], row_end, "(b) the last patch of a row")):
         im = ax.imshow(sim[ref].reshape(side, side), cmap="viridis", vmin=-1, vmax=1)
@@ -173,11 +173,11 @@ def position_similarity(similarity: torch.Tensor, kind: str) -> plt.Figure:
 def attention_overlays(images: torch.Tensor, rollout: torch.Tensor, titles: list[str]) -> plt.Figure:
     """Digits (top) and the class token's attention rollout laid over them (bottom)."""
     n = len(images)
-    fig, axes = plt.subplots(2, n, figsize=(1.9 * n, 4.2), squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(1.45 * n, 3.4), squeeze=False)
     size = images.shape[-1]
     for i in range(n):
         axes[0, i].imshow(images[i, 0].numpy(), cmap="gray_r")
-        axes[0, i].set_title(titles[i], fontsize=12)
+        axes[0, i].set_title(titles[i], fontsize=13)
         heat = torch.nn.functional.interpolate(rollout[i][None, None], size=(size, size), mode="nearest")[0, 0]
         axes[1, i].imshow(images[i, 0].numpy(), cmap="gray_r")
         axes[1, i].imshow(heat.numpy(), cmap="inferno", alpha=0.6)
