@@ -42,7 +42,11 @@ def profile_parameters(profile: str, params_file: Path | None = None) -> dict:
     return params
 
 
-def execute(profile: str, params_file: Path | None = None, echo=print) -> list[Path]:
+def _say(line: str) -> None:
+    print(line, flush=True)  # a pipe or a CI log shows progress as it happens, not at the end
+
+
+def execute(profile: str, params_file: Path | None = None, echo=_say) -> list[Path]:
     """Run the notebooks with papermill and the profile's parameters into report/<profile>/,
     showing their progress lines with `echo`."""
     import papermill as pm
@@ -187,7 +191,7 @@ def render(profile: str, pdf: bool = True) -> dict:
     return written
 
 
-def check(profile: str, echo=print) -> bool:
+def check(profile: str, echo=_say) -> bool:
     """Rebuild a profile from scratch in a temporary folder and compare every number of its
     results.json with the committed one; print the comparison; True when every number holds."""
     import tempfile

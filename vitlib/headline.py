@@ -176,8 +176,8 @@ def update_readme(readme: Path, report_dir: Path) -> bool:
     text = readme.read_text()
     new = text
     for name, body in readme_blocks(found).items():
-        pattern = re.compile(rf"(<!-- {re.escape(name)} .*?-->\n)(.*?)(\n<!-- /{re.escape(name)} -->)", re.S)
-        new = pattern.sub(lambda m: m.group(1) + body + m.group(3), new)
+        pattern = re.compile(rf"(<!-- {re.escape(name)} .*?-->\n)(.*?)(<!-- /{re.escape(name)} -->)", re.S)
+        new = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(3), new)
     if new != text:
         readme.write_text(new)
     return new != text
