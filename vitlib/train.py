@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import threading
 import time
 from dataclasses import dataclass
@@ -274,7 +275,16 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; train one with "
                                 f"`python -m vitlib train --out DIR` (it writes DIR/checkpoint.pt)")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    model = ViT(ViTConfig(**payload["config"]["model"]))
-    model.load_state_dict(payload["model"])
+    # weights_only: a checkpoint from a stranger can hold tensors and plain data, never code.
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        model = ViT(ViTConfig(**payload["config"]["model"]))
+        model.load_state_dict(payload["model"])
+    except (RuntimeError, EOFError, OSError, KeyError, TypeError, ValueError, AttributeError,
+            pickle.UnpicklingError) as err:
+        reason = ("it holds something other than tensors and plain data" if isinstance(err, pickle.UnpicklingError)
+                  else str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+        raise ValueError(f"{path} is not a readable vitlib checkpoint (truncated, another kind of file, or written "
+                         f"for another model): {reason[:200]}. Fix: give the checkpoint.pt that "
+                         f"`python -m vitlib train --out DIR` wrote, or train a new one") from None
     return model.to(resolve_device(str(device))).eval(), payload
