@@ -66,8 +66,11 @@ def selection_table(result: SelectionResult, number: int) -> Table:
     df = s[result.grid_keys].copy()
     df["validation error"] = [_pct_pm(m, sd) for m, sd in zip(s["val_error_mean"], s["val_error_std"])]
     df["training error"] = [_pct_pm(m, sd) for m, sd in zip(s["train_error_mean"], s["train_error_std"])]
-    df["validation loss"] = [f"{m:.4f}" for m in s["val_loss_mean"]]
-    df["s / trial"] = [f"{v:.0f}" for v in s["seconds_mean"]]
+    if len(s) <= 12:  # a long table keeps to what fits across the page
+        df["validation loss"] = [f"{m:.4f}" for m in s["val_loss_mean"]]
+        df["s / trial"] = [f"{v:.0f}" for v in s["seconds_mean"]]
+    else:
+        df = df.drop(columns="training error")
     if s["failed_folds"].any():
         df["failed folds"] = s["failed_folds"]
     df["chosen"] = ["yes" if all(r[k] == v for k, v in result.best.items()) else "" for _, r in s.iterrows()]
