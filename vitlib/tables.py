@@ -32,7 +32,7 @@ class Table:
         caption = rf"\textbf{{{latex_escape(self.caption)}}}" if self.caption else ""
         body = [r"\toprule", row(self.text.columns), r"\midrule",
                 *(row(r) for r in self.text.itertuples(index=False)), r"\bottomrule"]
-        if len(self.text) > 35:  # too long for one page: let it break across pages
+        if len(self.text) > 60:  # too long for one page: let it break across pages
             head = [rf"\begin{{longtable}}{{{columns}}}"] + ([caption + r" \\\\"] if caption else [])
             return "\n".join([r"{\small"] + head + body + [r"\end{longtable}}"])
         # short tables stay in one piece, caption included
