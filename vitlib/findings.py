@@ -123,8 +123,8 @@ def gather(study) -> dict:
             f"ablation.{preset}.ci_high": _number(hi, std, label=f"{row}: 95% t-interval, high end"),
             f"ablation.{preset}.parameters": _number(per_seed[0]["parameters"], kind="count", label=f"{row}: parameters"),
         })
-        for m, cfg_seed in zip(per_seed, range(len(per_seed))):
-            numbers[f"ablation.{preset}.seed{cfg_seed}"] = _number(m["test_accuracy"], std, label=f"{row}: seed run {cfg_seed}")
+        for k, m in enumerate(per_seed):
+            numbers[f"ablation.{preset}.seed{k}"] = _number(m["test_accuracy"], std, label=f"{row}: seed run {k}")
     timing = study.timing()
     return {"profile": study.profile, "numbers": numbers,
             "built": {"commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -145,7 +145,7 @@ def load(path: Path) -> dict:
 
 def compare(committed: dict, rebuilt: dict) -> tuple[pd.DataFrame, bool]:
     """One row per number: committed, rebuilt, difference, tolerance, ok; and whether the machines match."""
-    same = {k: v for k, v in committed["built"]["machine"].items()} == rebuilt["built"]["machine"]
+    same = committed["built"]["machine"] == rebuilt["built"]["machine"]
     rows = []
     for name, c in committed["numbers"].items():
         r = rebuilt["numbers"].get(name)
