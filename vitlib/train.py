@@ -179,6 +179,30 @@ def predict(model: ViT, images: torch.Tensor, batch_size: int = EVAL_BATCH) -> t
     return torch.cat(out)
 
 
+_compiled_shape: tuple | None = None  # the parameter shapes this process last compiled for
+
+
+def forget_other_compiled_models(model: nn.Module) -> None:
+    """Empty torch.compile's cache when `model` differs in shape from the last model compiled here.
+
+    A worker that runs trials of many configurations would otherwise pile up one compiled graph
+    per configuration, pass torch._dynamo's recompile limit (8) and train every later trial
+    eagerly, with a warning: which trials ran compiled would depend on how they were scheduled.
+    Trials of the same shape (the folds of one configuration) keep reusing their compiled graph.
+    """
+    global _compiled_shape
+    if threading.current_thread() is not threading.main_thread():
+        # Trials in threads may be running compiled graphs right now: keep them all instead.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
+        torch._dynamo.config.accumulated_recompile_limit = max(
+            torch._dynamo.config.accumulated_recompile_limit, 4096)
+        return
+    shape = (type(model).__name__,) + tuple((name, tuple(p.shape)) for name, p in model.named_parameters())
+    if shape != _compiled_shape:
+        torch._dynamo.reset()
+        _compiled_shape = shape
+
+
 def fit(model: ViT, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
         eval_set: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = True,
         desc: str = "train", on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
@@ -200,6 +224,7 @@ def fit(model: ViT, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig
     if cfg.compile:  # a CUDA build on a machine without CUDA warns about it at every compile
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         keep_forks_usable()  # so that trials can still be forked from this process afterwards
+        forget_other_compiled_models(model)
     step_model = torch.compile(model) if cfg.compile else model
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
     augment = bool(cfg.aug_degrees or cfg.aug_translate or cfg.aug_scale)
