@@ -40,7 +40,7 @@ def test_seed_preset_is_the_original_protocol():
     ({"lr": -1}, "lr (learning rate) must be a positive number"),
     ({"patch_size": 3}, "patch_size=3 does not divide image_size=28"),
     ({"embed_dim": 9}, "embed_dim=9 is not divisible by num_heads=2"),
-    ({"grid": {"dpth": [1]}}, "grid key 'dpth' is not a model or training setting"),
+    ({"grid": {"dpth": [1]}}, "unknown grid key(s): 'dpth' (did you mean 'depth'?)"),
     ({"grid": {"depth": []}}, "grid['depth'] must be a non-empty list"),
     ({"grid": {"lr": [0.1, -0.1]}}, "lr (learning rate) must be a positive number"),
     ({"n_jobs": 0}, "n_jobs must be a positive number of workers or -1"),

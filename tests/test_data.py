@@ -121,5 +121,5 @@ def test_blank_image_is_refused(tmp_path):
     Image.new("L", (50, 50), color=255).save(path)
     with pytest.raises(ValueError, match="looks blank"):
         load_digit_image(path)
-    with pytest.raises(ValueError, match="cannot read image"):
+    with pytest.raises(FileNotFoundError, match="image .*missing.png does not exist"):
         load_digit_image(tmp_path / "missing.png")

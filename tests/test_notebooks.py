@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from vitlib import build
-from vitlib.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

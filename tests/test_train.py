@@ -1,5 +1,3 @@
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -96,6 +94,12 @@ def test_checkpoint_loads_back_to_identical_predictions(tiny_data, tmp_path):
     assert torch.equal(predict(model, tiny_data.test_images), predict(loaded, tiny_data.test_images))
     assert payload["config"] == cfg.to_dict() and payload["history"] == hist
     assert payload["metrics"]["test_error"] == 0.5
+    import vitlib
+    assert payload["format"] == 1 and payload["vitlib_version"] == vitlib.__version__ != "0+unknown"
+    # A checkpoint from before the format was recorded (same layout) still loads.
+    torch.save({k: v for k, v in payload.items() if k not in ("format", "vitlib_version")}, tmp_path / "old.pt")
+    old, _ = load_checkpoint(tmp_path / "old.pt")
+    assert torch.equal(predict(model, tiny_data.test_images), predict(old, tiny_data.test_images))
 
 
 def test_missing_checkpoint_says_how_to_make_one(tmp_path):

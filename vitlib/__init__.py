@@ -6,12 +6,17 @@ selection), `experiment` (full-data runs), `study` (the stages the notebooks run
 (tables and prose), `build` (papermill and nbconvert), `cli` (`python -m vitlib`).
 """
 
+from importlib.metadata import PackageNotFoundError, version as _version
+
 from .config import PRESETS, ExperimentConfig, build_config
 from .data import MNIST, ensure_mnist, kfold_splits, load_mnist
 from .model import ViT, ViTConfig, count_parameters
 from .train import TrainConfig, evaluate, fit, load_checkpoint, predict, save_checkpoint
 
-__version__ = "0.1.0"
+try:  # the version pip installed (pyproject.toml's), recorded in every checkpoint
+    __version__ = _version("vitlib")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 __all__ = ["PRESETS", "ExperimentConfig", "build_config", "MNIST", "ensure_mnist", "kfold_splits",
            "load_mnist", "ViT", "ViTConfig", "count_parameters", "TrainConfig", "evaluate", "fit",
            "load_checkpoint", "predict", "save_checkpoint"]

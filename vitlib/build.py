@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+from .checks import writable_folder
 from .config import load_yaml
 from .study import BATCH_ENV, NOTEBOOKS, from_parameters, project_root, results_dir
 
@@ -33,10 +34,12 @@ PDF_PACKAGES = "texlive-xetex texlive-fonts-recommended texlive-plain-generic pa
 def profile_parameters(profile: str, params_file: Path | None = None) -> dict:
     """The notebook parameters of a profile (params/<profile>.yaml), validated."""
     root = project_root()
-    params_file = params_file or root / "params" / f"{profile}.yaml"
-    if not params_file.is_file():
-        known = sorted(p.stem for p in (root / "params").glob("*.yaml"))
-        raise FileNotFoundError(f"no parameter profile {params_file}; profiles: {', '.join(known)}")
+    if params_file is None:
+        params_file = root / "params" / f"{profile}.yaml"
+        if not params_file.is_file():
+            known = sorted(p.stem for p in (root / "params").glob("*.yaml"))
+            raise FileNotFoundError(f"no parameter profile {profile!r} (no {params_file}). Fix: choose one of "
+                                    f"{', '.join(known)}, or add params/{profile}.yaml")
     params = {**load_yaml(params_file), "profile": profile}
     from_parameters(dict(params))  # fail before anything runs if a parameter is unknown or invalid
     return params
@@ -53,8 +56,7 @@ def execute(profile: str, params_file: Path | None = None, echo=_say) -> list[Pa
 
     params = profile_parameters(profile, params_file)
     root = project_root()
-    out = results_dir(profile)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_folder(results_dir(profile), "report folder")
     for stale in ("timing.json", "build.log"):  # results.json is replaced only when the build finishes
         (out / stale).unlink(missing_ok=True)
     executed, start = [], time.perf_counter()
@@ -200,6 +202,7 @@ def check(profile: str, echo=_say) -> bool:
 
     from . import findings
 
+    profile_parameters(profile)  # an unknown profile is named as such
     committed_path = project_root() / "report" / profile / "results.json"
     committed = findings.load(committed_path)
     with tempfile.TemporaryDirectory(prefix=f"vitlib-check-{profile}-") as tmp:

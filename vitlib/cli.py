@@ -7,7 +7,9 @@ a preset (`--preset seed`) and an optional YAML file (`--config my.yaml`).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -16,7 +18,9 @@ import yaml
 
 from .config import FIELD_SECTION, PRESETS, SECTIONS, build_config
 from .build import NotebookFailed
+from .checks import writable_folder
 from .data import MNISTError
+from .results import write_json
 from .train import TrainingDiverged
 
 _TYPES = {"int": int, "float": float, "str": str}
@@ -71,9 +75,15 @@ def cmd_data(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .experiment import train_and_test
+    from .experiment import finished_run, train_and_test
 
     cfg = build_config(args.preset, _overrides(args), args.config)
+    writable_folder(args.out, "output folder")
+    metrics = finished_run(args.out, cfg)  # refuses a folder holding another experiment's run
+    if metrics is not None:
+        print(f"{args.out} already holds this run, finished: test accuracy {metrics['test_accuracy']:.2%}. "
+              f"Nothing was trained; to train it again, give another --out or move {args.out} away.")
+        return
     _, metrics = train_and_test(cfg, out_dir=args.out, progress=not args.no_progress)
     print(f"test accuracy {metrics['test_accuracy']:.2%} (error {metrics['test_error']:.4f}, "
           f"loss {metrics['test_loss']:.4f}); wrote config.json, metrics.json, checkpoint.pt to {args.out}")
@@ -92,9 +102,9 @@ def cmd_select(args) -> None:
     cfg = build_config(args.preset, overrides, args.config)
     if not cfg.selection.grid:
         raise ValueError("the grid is empty; give one with --grid KEY=V1,V2 (e.g. --grid depth=2,3)")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    writable_folder(args.out, "output folder")
     result = select(cfg, load_data(cfg), args.out, progress=not args.no_progress)
+    write_json(args.out / "config.json", cfg.to_dict())  # after select: it refuses another experiment's folder
     cols = result.grid_keys + ["train_error_mean", "val_error_mean", "val_error_std", "failed_folds"]
     with pd.option_context("display.width", 120):
         print(result.summary[cols].to_string(index=False))
@@ -124,8 +134,8 @@ def cmd_predict(args) -> None:
     from .data import load_digit_image
     from .train import load_checkpoint, predict
 
+    images = torch.stack([load_digit_image(p) for p in args.images])  # before the model: fail fast
     model, _ = load_checkpoint(args.checkpoint, args.device)
-    images = torch.stack([load_digit_image(p) for p in args.images])
     probs = predict(model, images)
     for path, p in zip(args.images, probs):
         top = int(p.argmax())
@@ -151,6 +161,8 @@ def cmd_check_report(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vitlib", description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the Python traceback behind an error (or set {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("data", allow_abbrev=False, help="fetch and verify MNIST", description="Fetch MNIST (if needed) and verify it.")
@@ -202,11 +214,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEBUG_ENV = "VITLIB_DEBUG"  # set to 1 (or pass --debug) to see the traceback behind an error line
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A bad input ends in one line on stderr naming the file or setting, what is
+    wrong and the fix, with exit status 2; Ctrl-C ends with 130, keeping every finished result."""
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         status = args.func(args)
-    except (ValueError, FileNotFoundError, MNISTError, TrainingDiverged, NotebookFailed) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, OSError, MNISTError, TrainingDiverged, NotebookFailed) as err:
+        if debug:
+            raise
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("\ninterrupted: every finished trial and run is saved; run the same command again to go on "
+              "from there", file=sys.stderr)
+        return 130
     return status or 0
+
+
+def _one_line(err: Exception) -> str:
+    """The error's message; for an operating-system error, which path and what the system said."""
+    if isinstance(err, OSError) and err.strerror:
+        path = f"{err.filename}: " if err.filename else ""
+        return (f"{path}{err.strerror}. Fix: check that the path is right and that you may read (or write) it"
+                f"{'; free some disk space' if err.errno == errno.ENOSPC else ''}")
+    return " ".join(str(err).split()) or type(err).__name__

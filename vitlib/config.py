@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from .data import DEFAULT_ROOT
-from .checks import check_choice, check_fields, reject_unknown
+from .checks import check_choice, check_fields, readable_file, reject_unknown
 from .model import ViTConfig
 from .train import TrainConfig
 
@@ -66,10 +66,9 @@ class ExperimentConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
 
     def __post_init__(self):
+        reject_unknown(self.selection.grid, {k for k, s in FIELD_SECTION.items() if s in ("model", "train")},
+                       "grid key")
         for key in self.selection.grid:
-            if key not in FIELD_SECTION or FIELD_SECTION[key] not in ("model", "train"):
-                raise ValueError(f"grid key {key!r} is not a model or training setting; "
-                                 f"valid: {sorted(k for k, s in FIELD_SECTION.items() if s in ('model', 'train'))}")
             if not isinstance(self.selection.grid[key], list) or not self.selection.grid[key]:
                 raise ValueError(f"grid[{key!r}] must be a non-empty list of values")
         for combo in self.grid_points():  # every point of the grid must be a valid config
@@ -141,11 +140,9 @@ PRESETS: dict[str, dict] = {
 
 def load_yaml(path: str | Path) -> dict:
     """Flat settings from a YAML file (an optional `preset` key plus any settings)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
+    path = readable_file(path, "settings file", "give a YAML file of `key: value` settings, e.g. params/seed.yaml")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
@@ -153,8 +150,10 @@ def load_yaml(path: str | Path) -> dict:
         raise ValueError(f"{path} is not valid YAML{at}: {problem}; fix the file (settings are `key: value` lines)") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not a text file; give a YAML file of `key: value` settings") from None
+    if data is None:
+        raise ValueError(f"settings file {path} is empty. Fix: write `key: value` settings into it, or leave it out")
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a mapping of settings, got {type(data).__name__}")
+        raise ValueError(f"{path} must hold a mapping of settings (`key: value` lines), got {type(data).__name__}")
     return data
 
 

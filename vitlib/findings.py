@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .checks import readable_file
 from .results import write_json
 from .stats import mean_std, mcnemar, t_interval, wilson_interval
 
@@ -137,10 +138,17 @@ def save(results: dict, path: Path) -> None:
 
 
 def load(path: Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: build the report first (`make report`)")
-    return json.loads(path.read_text())
+    path = readable_file(path, "results file", "build the report first (`make report`), or restore it "
+                         "with `git checkout -- " + str(path) + "`")
+    try:
+        results = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"results file {path} is not valid JSON ({err}). Fix: rebuild it (`make report`), or "
+                         f"restore it with `git checkout -- {path}`") from None
+    if not (isinstance(results, dict) and {"numbers", "built"} <= set(results)):
+        raise ValueError(f"results file {path} is not one that `make report` writes (no numbers or built). "
+                         f"Fix: rebuild it (`make report`), or restore it with `git checkout -- {path}`")
+    return results
 
 
 def compare(committed: dict, rebuilt: dict) -> tuple[pd.DataFrame, bool]:

@@ -7,6 +7,7 @@ on the training batches and, when given, on a validation or test set.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import pickle
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data import to_float
-from .checks import check_choice, check_fields
+from .checks import check_choice, check_fields, readable_file
 from .model import ViT, ViTConfig
 from .parallel import keep_forks_usable
 
@@ -281,12 +282,23 @@ def fit(model: ViT, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig
     return history
 
 
+CHECKPOINT_FORMAT = 1  # raise when the layout below changes in a way older readers cannot follow
+_NOT_A_CHECKPOINT = ("{path} is not a readable vitlib checkpoint (truncated, another kind of file, or changed "
+                     "since it was written): {reason}. Fix: give the checkpoint.pt that `python -m vitlib train "
+                     "--out DIR` wrote, or train a new one")
+_TRAIN_ONE = "train one with `python -m vitlib train --out DIR` (it writes DIR/checkpoint.pt)"
+
+
 def save_checkpoint(path: str | Path, model: ViT, config: dict, history: list[dict],
                     metrics: dict | None = None) -> Path:
-    """Weights, the config that made them, the history and metrics, in one file (atomically)."""
+    """Weights, the config that made them, the history and metrics, in one file (atomically),
+    marked with the checkpoint format and the vitlib version that wrote it."""
+    from . import __version__
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "config": config,
+    payload = {"format": CHECKPOINT_FORMAT, "vitlib_version": __version__,
+               "model": {k: v.cpu() for k, v in model.state_dict().items()}, "config": config,
                "history": history, "metrics": metrics or {}}
     tmp = path.with_suffix(path.suffix + ".part")
     torch.save(payload, tmp)
@@ -295,21 +307,46 @@ def save_checkpoint(path: str | Path, model: ViT, config: dict, history: list[di
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[ViT, dict]:
-    """The model (in eval mode) and the checkpoint's dict (config, history, metrics)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; train one with "
-                                f"`python -m vitlib train --out DIR` (it writes DIR/checkpoint.pt)")
+    """The model (in eval mode) and the checkpoint's dict (config, history, metrics).
+
+    Refused with one line naming the problem: not a checkpoint, truncated, written by a newer
+    vitlib (a format or model setting this one does not know), or weights of another shape.
+    Checkpoints from before the format was recorded (format 0) have the same layout and load.
+    """
+    from . import __version__
+
+    path = readable_file(path, "checkpoint", _TRAIN_ONE)
     # weights_only: a checkpoint from a stranger can hold tensors and plain data, never code.
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        model = ViT(ViTConfig(**payload["config"]["model"]))
-        model.load_state_dict(payload["model"])
-    except (RuntimeError, EOFError, OSError, KeyError, TypeError, ValueError, AttributeError,
-            pickle.UnpicklingError) as err:
+    except Exception as err:  # noqa: BLE001 -- whatever a damaged file makes the unpickler raise
         reason = ("it holds something other than tensors and plain data" if isinstance(err, pickle.UnpicklingError)
-                  else str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
-        raise ValueError(f"{path} is not a readable vitlib checkpoint (truncated, another kind of file, or written "
-                         f"for another model): {reason[:200]}. Fix: give the checkpoint.pt that "
-                         f"`python -m vitlib train --out DIR` wrote, or train a new one") from None
+                  else "PyTorch cannot read it as a saved file")  # torch's own reason ('101') says nothing
+        raise ValueError(_NOT_A_CHECKPOINT.format(path=path, reason=reason)) from None
+    if not (isinstance(payload, dict) and isinstance(payload.get("model"), dict)
+            and isinstance(payload.get("config"), dict) and isinstance(payload["config"].get("model"), dict)):
+        raise ValueError(_NOT_A_CHECKPOINT.format(path=path, reason="it has no model weights and config"))
+    written_by = f"vitlib {payload.get('vitlib_version', 'before 0.1')}"
+    if not isinstance(payload.get("format", 0), int) or payload.get("format", 0) > CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is in checkpoint format {payload.get('format')!r}, written by {written_by}; this "
+                         f"vitlib ({__version__}) reads formats up to {CHECKPOINT_FORMAT}. Fix: update vitlib "
+                         f"(git pull && make setup), or retrain with this version")
+    settings = payload["config"]["model"]
+    known = {f.name for f in dataclasses.fields(ViTConfig)}
+    if set(settings) - known:
+        raise ValueError(f"{path} describes a model with settings this vitlib ({__version__}) does not know: "
+                         f"{', '.join(sorted(set(settings) - known))} (written by {written_by}). Fix: update "
+                         f"vitlib (git pull && make setup), or retrain with this version")
+    try:
+        model = ViT(ViTConfig(**settings))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path} holds an invalid model config ({err}). Fix: give a checkpoint written by "
+                         f"`python -m vitlib train`, or train a new one") from None
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as err:
+        detail = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err)[:200])
+        raise ValueError(f"{path}: its weights do not fit the model its config describes ({detail}); the file "
+                         f"was changed or mixes two models. Fix: use the checkpoint.pt exactly as `train` wrote "
+                         f"it, or train a new one") from None
     return model.to(resolve_device(str(device))).eval(), payload
