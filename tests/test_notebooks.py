@@ -4,8 +4,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -155,7 +157,7 @@ def test_invalid_value_fails_before_training(tmp_path, monkeypatch):
 
 
 def test_unknown_profile_lists_the_profiles():
-    with pytest.raises(FileNotFoundError, match="profiles: full, seed, smoke, strong"):
+    with pytest.raises(FileNotFoundError, match="choose one of full, seed, smoke, strong"):
         build.execute("nope")
 
 
@@ -163,3 +165,47 @@ def test_second_notebook_alone_says_to_run_the_first(tmp_path, monkeypatch):
     error = notebook_error(NOTEBOOKS[1], {"profile": "lonely", "train_limit": 100, "test_limit": 50},
                            tmp_path, monkeypatch)
     assert "run notebooks/01_model_selection.ipynb with profile 'lonely' first" in error
+
+
+def _interrupt_when(proc: subprocess.Popen, ready, signal_number: int, timeout: float = 900) -> None:
+    """Send `signal_number` to the build's whole process group (the kernel too, as a terminal's
+    Ctrl-C or a killed session would) as soon as `ready()` holds."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, "the build ended before it could be interrupted"
+        assert time.monotonic() < deadline, "the build never reached the point to interrupt it at"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal_number)
+    proc.wait(timeout=120)
+
+
+def test_an_interrupted_build_resumes_to_the_same_numbers(smoke_report, tmp_path):
+    """Killed during model selection, then stopped with Ctrl-C during the final runs, then run to
+    the end: the finished trials and runs are picked up and every number equals an uninterrupted
+    build's. Nothing half-written is taken for finished."""
+    out = tmp_path / "smoke"
+    env = {**os.environ, "VITLIB_REPORT_DIR": str(tmp_path)}
+    command = [sys.executable, "-m", "vitlib", "report", "--profile", "smoke", "--no-pdf"]
+
+    def start():
+        return subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    build_ = start()  # 1. killed (SIGKILL) once the first trial is saved
+    _interrupt_when(build_, lambda: any((out / "selection" / "trials").glob("*.json")), signal.SIGKILL)
+    assert not (out / "results.json").exists()
+    build_ = start()  # 2. Ctrl-C once the first full-data run is saved
+    _interrupt_when(build_, lambda: any(out.rglob("metrics.json")), signal.SIGINT)
+    said = build_.stdout.read()
+    assert build_.returncode in (2, 130) and "Traceback" not in said, said[-2000:]
+    assert not (out / "results.json").exists()
+    build_ = start()  # 3. to the end
+    said = build_.communicate(timeout=1800)[0]
+    assert build_.returncode == 0, said[-3000:]
+    assert "Resuming: " in (out / "build.log").read_text() or "Resuming: " in said
+    assert "Reusing " in said
+    from vitlib import findings
+
+    table, same_machine = findings.compare(findings.load(smoke_report[0] / "results.json"),
+                                           findings.load(out / "results.json"))
+    assert same_machine and table["ok"].all(), table[~table["ok"]].to_string()
