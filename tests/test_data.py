@@ -123,3 +123,18 @@ def test_blank_image_is_refused(tmp_path):
         load_digit_image(path)
     with pytest.raises(FileNotFoundError, match="image .*missing.png does not exist"):
         load_digit_image(tmp_path / "missing.png")
+
+
+def test_a_held_out_validation_set_is_cut_from_the_training_set_only(tiny_data):
+    from vitlib.data import holdout_validation
+
+    split = holdout_validation(tiny_data, 100)
+    assert len(split.test_images) == 100 and len(split.train_images) == len(tiny_data.train_images) - 100
+    # Every training image lands in exactly one part (images are distinct in the synthetic set).
+    rows = lambda t: {bytes(x.numpy().tobytes()) for x in t}  # noqa: E731
+    assert rows(split.train_images) | rows(split.test_images) == rows(tiny_data.train_images)
+    assert not rows(split.train_images) & rows(split.test_images)
+    assert not rows(split.test_images) & rows(tiny_data.test_images)  # the test set is not touched
+    assert torch.equal(holdout_validation(tiny_data, 100).test_images, split.test_images)  # always the same
+    with pytest.raises(ValueError, match="validation_size must be between 1 and 599"):
+        holdout_validation(tiny_data, 600)

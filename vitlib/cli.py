@@ -85,7 +85,7 @@ def cmd_train(args) -> None:
               f"Nothing was trained; to train it again, give another --out or move {args.out} away.")
         return
     _, metrics = train_and_test(cfg, out_dir=args.out, progress=not args.no_progress)
-    print(f"test accuracy {metrics['test_accuracy']:.2%} (error {metrics['test_error']:.4f}, "
+    print(f"{metrics['scored_on']} accuracy {metrics['test_accuracy']:.2%} (error {metrics['test_error']:.4f}, "
           f"loss {metrics['test_loss']:.4f}); wrote config.json, metrics.json, checkpoint.pt to {args.out}")
 
 

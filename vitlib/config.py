@@ -27,11 +27,14 @@ class DataConfig:
     data_root: str = DEFAULT_ROOT  # folder holding MNIST/raw (made by `make data`)
     train_limit: int = 0  # use only the first N training images (0: all 60,000)
     test_limit: int = 0  # use only the first N test images (0: all 10,000)
+    validation_size: int = 0  # hold out N training images (fixed random choice) and score on them, not the test set
 
     def __post_init__(self):
         check_fields(self)
         if self.train_limit < 0 or self.test_limit < 0:
             raise ValueError("train_limit and test_limit must be >= 0 (0 means the whole split)")
+        if self.validation_size < 0:
+            raise ValueError(f"validation_size must be >= 0 (0: score on the test set), got {self.validation_size}")
 
 
 JOBLIB_BACKENDS = ("loky", "threading", "multiprocessing", "sequential", "ray", "dask")
@@ -135,6 +138,15 @@ PRESETS: dict[str, dict] = {
                "aug_degrees": 10.0, "aug_translate": 0.1, "aug_scale": 0.1, "ema_decay": 0.999,
                "amp": True, "compile": True,
                "grid": {"depth": [6, 8]}},
+    # The strong recipe sized for 2 CPU cores and an hour (issue 12): ~206k parameters, fp32 (bf16
+    # autocast does not pay on these CPUs), compiled. Provisional: its epochs and ingredients are
+    # to be chosen on a held-out validation split (`validation_size`), not on the test set.
+    "laptop": {"patch_size": 4, "embed_dim": 64, "num_heads": 4, "depth": 6, "mlp_hidden_dim": 128,
+               "normalize_input": True, "drop_path_rate": 0.05,
+               "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.05, "lr_schedule": "cosine",
+               "warmup_epochs": 3.0, "label_smoothing": 0.1, "epochs": 45, "batch_size": 128,
+               "aug_degrees": 10.0, "aug_translate": 0.1, "aug_scale": 0.1, "ema_decay": 0.999,
+               "compile": True, "grid": {"embed_dim": [64, 96]}},
 }
 
 

@@ -219,6 +219,21 @@ def load_mnist(root: str | os.PathLike = DEFAULT_ROOT, download: bool = True) ->
     return MNIST(*splits["train"], *splits["test"])
 
 
+VALIDATION_SEED = 12345  # one held-out set for every run, whatever its training seed
+
+
+def holdout_validation(data: "MNIST", size: int) -> "MNIST":
+    """The training set split in two: `size` images drawn at random (always the same ones) become
+    the evaluation set in place of the test set, the rest stay for training. For choosing a
+    recipe without looking at the test set."""
+    n = len(data.train_images)
+    if not 0 < size < n:
+        raise ValueError(f"validation_size must be between 1 and {n - 1} (the training images), got {size}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(VALIDATION_SEED))
+    keep, held = order[size:].sort().values, order[:size].sort().values
+    return MNIST(data.train_images[keep], data.train_labels[keep], data.train_images[held], data.train_labels[held])
+
+
 def kfold_splits(n: int, folds: int, shuffle: bool = False, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train_idx, val_idx) pairs from scikit-learn's KFold; the original used shuffle=False."""
     if not isinstance(folds, int) or folds < 2:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .config import ExperimentConfig
-from .data import MNIST, load_mnist
+from .data import MNIST, holdout_validation, load_mnist
 from .model import count_parameters
 from .parallel import CLUSTER_BACKENDS, run_jobs
 from .results import check_same_experiment, result_settings, write_json, write_npy
@@ -48,8 +48,10 @@ def run_info(device: torch.device | str | None = None) -> dict:
 
 
 def load_data(cfg: ExperimentConfig) -> MNIST:
-    """MNIST as the config asks for it (verified, fetched if missing, limited if asked)."""
-    return load_mnist(cfg.data.data_root).limit(cfg.data.train_limit, cfg.data.test_limit)
+    """MNIST as the config asks for it (verified, fetched if missing, limited if asked); with a
+    validation_size, its evaluation set is that many held-out training images, not the test set."""
+    data = load_mnist(cfg.data.data_root).limit(cfg.data.train_limit, cfg.data.test_limit)
+    return holdout_validation(data, cfg.data.validation_size) if cfg.data.validation_size else data
 
 
 def train_and_test(cfg: ExperimentConfig, data: MNIST | None = None, out_dir: str | Path | None = None,
@@ -61,10 +63,11 @@ def train_and_test(cfg: ExperimentConfig, data: MNIST | None = None, out_dir: st
     model = build_model(cfg.model, cfg.train.seed, device)
     log(f"Training {count_parameters(model):,} parameters on {len(data.train_images):,} images "
         f"for {cfg.train.epochs} epochs on {device}")
+    scored_on = "validation" if cfg.data.validation_size else "test"  # the metrics' test_* keys hold its scores
 
     def report(row):
         log(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, error {row['train_error']:.4f} | "
-            f"test loss {row['eval_loss']:.4f}, error {row['eval_error']:.4f} ({row['seconds']:.1f} s)")
+            f"{scored_on} loss {row['eval_loss']:.4f}, error {row['eval_error']:.4f} ({row['seconds']:.1f} s)")
 
     start = time.perf_counter()
     history = fit(model, data.train_images, data.train_labels, cfg.train,
@@ -75,7 +78,7 @@ def train_and_test(cfg: ExperimentConfig, data: MNIST | None = None, out_dir: st
                "train_loss": history[-1]["train_loss"], "train_error": history[-1]["train_error"],
                "parameters": count_parameters(model), "train_seconds": seconds,
                "n_train": len(data.train_images), "n_test": len(data.test_images),
-               "history": history, "run": run_info(device)}
+               "history": history, "scored_on": scored_on, "run": run_info(device)}
     metrics["test_correct"] = (predict(model, data.test_images).argmax(1) == data.test_labels).numpy()
     if out_dir is not None:
         save_run(out_dir, model, cfg, metrics)
