@@ -45,9 +45,9 @@ check-report: data ## Rebuild report/$(PROFILE)/ from scratch in a temporary fol
 readme: setup ## Refresh the README's generated headline from the committed report/*/results.json
 	$(PY) -c "from pathlib import Path; from vitlib.headline import update_readme; print('README.md updated' if update_readme(Path('README.md'), Path('report')) else 'README.md already up to date')"
 
-lab: setup ## Open JupyterLab on notebooks/ with the project's kernel
+lab: setup ## Open JupyterLab on notebooks/README.md (run order, profiles) with the project's kernel
 	$(PY) -m ipykernel install --sys-prefix --name vitlib --display-name "Python (vitlib)"
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/README.md
 
 bench: data ## Benchmark: throughput vs the original code, seed-profile wall time, peak memory
 	PYTHONUNBUFFERED=1 $(PY) benchmarks/bench.py

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import papermill as pm
 import pytest
 import yaml
@@ -43,7 +44,7 @@ def test_notebooks_share_one_parameters_cell():
     cells = [next(c.source for c in nbformat.read(str(p), as_version=4).cells
                   if "parameters" in c.metadata.get("tags", [])) for p in NOTEBOOKS]
     assert cells[1:] == cells[:-1]
-    assert "(0.005)" not in cells[0] and "None: the preset's value" in cells[0]  # true for every preset
+    assert "(0.005)" not in cells[0] and "None: params/<profile>.yaml's, else the preset's" in cells[0]
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +210,44 @@ def test_an_interrupted_build_resumes_to_the_same_numbers(smoke_report, tmp_path
     table, same_machine = findings.compare(findings.load(smoke_report[0] / "results.json"),
                                            findings.load(out / "results.json"))
     assert same_machine and table["ok"].all(), table[~table["ok"]].to_string()
+
+
+def _run_by_hand(notebook: Path, edits: dict, report_dir: Path, monkeypatch) -> nbformat.NotebookNode:
+    """Execute a notebook as JupyterLab would (nbclient, no papermill), after editing its
+    parameters cell as a user would."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    for name, value in edits.items():
+        cell.source, n = re.subn(rf"^{name} = .*$", f"{name} = {value!r}", cell.source, flags=re.M)
+        assert n == 1, name
+    monkeypatch.setenv("VITLIB_REPORT_DIR", str(report_dir))
+    NotebookClient(nb, timeout=1200, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    return nb
+
+
+def test_a_notebook_run_by_hand_uses_its_profile_like_papermill(smoke_report, tmp_path, monkeypatch):
+    """JupyterLab, nbconvert or nbclient: params/<profile>.yaml applies as under papermill, so the
+    same trials come out, into the profile's folder."""
+    from vitlib.selection import load_selection
+
+    _run_by_hand(NOTEBOOKS[0], {"profile": "smoke"}, tmp_path, monkeypatch)
+    columns = ["depth", "fold", "train_loss", "train_error", "val_loss", "val_error"]
+    by_hand, batch = (load_selection(folder / "selection") for folder in (tmp_path / "smoke", smoke_report[0]))
+    pd.testing.assert_frame_equal(by_hand.trials[columns], batch.trials[columns], check_exact=True)
+    assert by_hand.best == batch.best
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["smoke"]
+
+
+def test_a_notebook_with_a_changed_setting_keeps_its_results_apart(tmp_path, monkeypatch):
+    (tmp_path / "smoke").mkdir()
+    nb = _run_by_hand(NOTEBOOKS[0], {"profile": "smoke", "lr": 0.001, "n_jobs": 1}, tmp_path, monkeypatch)
+    assert list((tmp_path / "smoke").iterdir()) == []  # the profile's folder is left alone
+    (folder,) = [p for p in tmp_path.iterdir() if p.name != "smoke"]
+    assert re.fullmatch(r"smoke-[0-9a-f]{8}", folder.name) and (folder / "selection" / "selection.json").is_file()
+    said = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert f"differ from params/smoke.yaml (lr), so they give other numbers: results go to report/{folder.name}/" in said
+    settings = json.loads((folder / "selection" / "selection.json").read_text())
+    assert "0.001" in json.dumps(settings)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .checks import writable_folder
 from .config import load_yaml
-from .study import BATCH_ENV, NOTEBOOKS, from_parameters, project_root, results_dir
+from .study import BATCH_ENV, NOTEBOOKS, from_parameters, project_root
 
 # The report reads its findings first; they are computed last, from everything before them.
 REPORT_ORDER = [NOTEBOOKS[-1], *NOTEBOOKS[:-1]]
@@ -45,6 +45,13 @@ def profile_parameters(profile: str, params_file: Path | None = None) -> dict:
     return params
 
 
+def study_folder(profile: str, params_file: Path | None = None) -> Path:
+    """Where the notebooks keep this build's results and the executed notebooks: report/<profile>/,
+    or report/<profile>-<hash>/ when a parameter file gives other numbers than the profile's."""
+    with contextlib.redirect_stdout(None):  # its note is printed once, by the notebooks
+        return from_parameters(profile_parameters(profile, params_file)).out
+
+
 def _say(line: str) -> None:
     print(line, flush=True)  # a pipe or a CI log shows progress as it happens, not at the end
 
@@ -56,7 +63,7 @@ def execute(profile: str, params_file: Path | None = None, echo=_say) -> list[Pa
 
     params = profile_parameters(profile, params_file)
     root = project_root()
-    out = writable_folder(results_dir(profile), "report folder")
+    out = writable_folder(study_folder(profile, params_file), "report folder")
     for stale in ("timing.json", "build.log"):  # results.json is replaced only when the build finishes
         (out / stale).unlink(missing_ok=True)
     executed, start = [], time.perf_counter()
@@ -153,12 +160,12 @@ def combine(notebooks: list[Path], title: str):
     return combined
 
 
-def render(profile: str, pdf: bool = True) -> dict:
+def render(profile: str, pdf: bool = True, params_file: Path | None = None) -> dict:
     """report.html and report.pdf (code hidden) plus one HTML per notebook (with code)."""
     import nbformat
     from nbconvert import HTMLExporter, PDFExporter
 
-    out = results_dir(profile)
+    out = study_folder(profile, params_file)
     executed = [out / name for name in REPORT_ORDER]
     missing = [str(p) for p in executed if not p.is_file()]
     if missing:

@@ -144,13 +144,12 @@ def cmd_predict(args) -> None:
 
 def cmd_report(args) -> None:
     from .build import execute, render
-    from .study import results_dir
 
     if not args.render_only:
         execute(args.profile, args.params)
-    written = render(args.profile, pdf=not args.no_pdf)
+    written = render(args.profile, pdf=not args.no_pdf, params_file=args.params)
     print("wrote " + ", ".join(str(p) for p in written.values()) + f" (and per-notebook HTML in "
-          f"{results_dir(args.profile)})")
+          f"{written['html'].parent})")
 
 
 def cmd_check_report(args) -> int:

@@ -103,16 +103,18 @@ def discussion(results: dict) -> Markdown:
 
 
 def settings_table(study, number: int) -> Table:
-    """What was run: the profile, its preset, and every setting that differs from the preset."""
+    """What was run: the profile, its preset, the main settings and every one that differs from the
+    preset, each with where its value came from (the preset, the profile file or the notebook)."""
     preset_cfg = build_config(study.preset)
     ours, base = study.config.flat(), preset_cfg.flat()
-    rows = [("profile", study.profile, ""), ("preset", study.preset, "")]
+    sources = getattr(study, "sources", {})
+    rows = [("profile", study.profile, "notebook"), ("preset", study.preset, sources.get("preset", "notebook"))]
     shown = ["patch_size", "embed_dim", "num_heads", "depth", "mlp_hidden_dim", "head_softmax", "optimizer",
              "lr", "batch_size", "epochs", "lr_schedule", "folds", "shuffle_folds", "grid", "seed",
              "train_limit", "test_limit"]
-    for key in shown + [k for k in ours if k not in shown and ours[k] != base[k] and k != "data_root"]:
-        rows.append((key, _short(ours[key]), "changed by the profile" if ours[key] != base[key] else ""))
-    return Table(pd.DataFrame(rows, columns=["setting", "value", "note"]), f"Table {number}. Settings of this run")
+    for key in shown + [k for k in ours if k not in shown and (ours[k] != base[k] or k in sources) and k != "data_root"]:
+        rows.append((key, _short(ours[key]), sources.get(key, f"preset {study.preset}")))
+    return Table(pd.DataFrame(rows, columns=["setting", "value", "from"]), f"Table {number}. Settings of this run")
 
 
 def _short(value) -> str:

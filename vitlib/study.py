@@ -18,18 +18,19 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .checks import reject_unknown
-from .config import FIELD_SECTION, ExperimentConfig, build_config
+from .config import FIELD_SECTION, ExperimentConfig, build_config, load_yaml
 from .data import MNIST
 from .experiment import load_data, load_run, run_folder, train_runs
-from .results import write_json
+from .results import EXECUTION_ONLY, write_json
 from .selection import SelectionResult, load_selection, select
-from .train import load_checkpoint
+from .train import load_checkpoint, resolve_device
 
 NOTEBOOKS = ["01_model_selection.ipynb", "02_final_evaluation.ipynb", "03_understanding.ipynb", "04_findings.ipynb"]
 # The reproduction and ablation: name -> preset (vitlib.config.PRESETS).
@@ -63,10 +64,12 @@ class Study:
     profile: str
     preset: str
     config: ExperimentConfig
+    folder: str = ""  # results folder under report/: the profile's name, or <profile>-<hash> for other numbers
+    sources: dict = field(default_factory=dict)  # setting -> where its value came from, if not the preset
 
     @property
     def out(self) -> Path:
-        return results_dir(self.profile)
+        return results_dir(self.folder or self.profile)
 
     def load_data(self) -> MNIST:
         return load_data(self.config)
@@ -182,8 +185,17 @@ class Study:
         return json.loads(path.read_text()) if path.is_file() else {}
 
 
+NOTEBOOK_DEFAULTS = {"profile": "seed", "preset": "seed"}  # the parameters cell's values; the others are None
+
+
 def from_parameters(namespace: dict) -> Study:
-    """Validate a notebook's parameters (its globals after papermill's injection) into a study.
+    """Validate a notebook's parameters (its globals, after papermill's injection if papermill runs
+    it) into a study. One rule for every executor (papermill, JupyterLab, nbconvert, nbclient):
+    the preset, then params/<profile>.yaml, then the cell's own values that are not its defaults.
+
+    A study whose settings would give other numbers than its profile's (a changed learning rate,
+    say) keeps its results in report/<profile>-<hash>/, never in the profile's folder; settings
+    that only say how it runs (workers, backend, data folder) do not count.
 
     papermill only warns about parameters a notebook does not declare; here any variable that is
     neither a notebook parameter nor an experiment setting stops the notebook at once.
@@ -192,14 +204,51 @@ def from_parameters(namespace: dict) -> Study:
               if not k.startswith("_") and k not in _IPYTHON_NAMES and not callable(v)
               and type(v).__name__ != "module"}
     reject_unknown(params, NOTEBOOK_NAMES | set(FIELD_SECTION), "notebook parameter")
-    profile, preset = params.pop("profile", "seed"), params.pop("preset", "seed")
+    profile, cell_preset = params.pop("profile", "seed"), params.pop("preset", "seed")
     if not isinstance(profile, str) or not profile.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"profile must be a simple name (letters, digits, - or _), got {profile!r}")
-    config = build_config(preset, {k: v for k, v in params.items() if v is not None})
+    profile_file = project_root() / "params" / f"{profile}.yaml"
+    from_file = load_yaml(profile_file) if profile_file.is_file() else {}
+    file_names_preset = "preset" in from_file
+    file_preset = from_file.pop("preset", NOTEBOOK_DEFAULTS["preset"])
+    preset = cell_preset if cell_preset != NOTEBOOK_DEFAULTS["preset"] else file_preset
+    cell = {k: v for k, v in params.items() if v is not None}
+    where = f"params/{profile}.yaml"
+    sources = {k: where for k in from_file} | {k: "notebook" for k, v in cell.items() if from_file.get(k) != v}
+    if preset != file_preset:
+        sources["preset"] = "notebook"
+    elif file_names_preset:
+        sources["preset"] = where
+    config = _with_project_data_root(build_config(preset, {**from_file, **cell}))
+    folder = profile
+    if profile_file.is_file():
+        profile_config = _with_project_data_root(build_config(file_preset, from_file))
+        ours, theirs = _number_settings(config), _number_settings(profile_config)
+        changed = sorted(k for section in ours for k in ours[section] if ours[section][k] != theirs[section][k])
+        if changed:
+            digest = hashlib.sha1(json.dumps(ours, sort_keys=True).encode()).hexdigest()[:8]
+            folder = f"{profile}-{digest}"
+            print(f"These settings differ from {where} ({', '.join(changed)}), so they give other numbers: "
+                  f"results go to report/{folder}/, and report/{profile}/ is left as it is.", flush=True)
+    return Study(profile, preset, config, folder, sources)
+
+
+def _with_project_data_root(config: ExperimentConfig) -> ExperimentConfig:
     root = Path(config.data.data_root)
     if not root.is_absolute():  # relative to the project, wherever the notebook runs from
         config = config.with_overrides(data_root=str(project_root() / root))
-    return Study(profile, preset, config)
+    return config
+
+
+def _number_settings(config: ExperimentConfig) -> dict:
+    """The settings that change a study's numbers: all but how it runs and where the data lies."""
+    settings = config.to_dict()
+    for section, keys in EXECUTION_ONLY.items():
+        for key in keys:
+            if key != "grid":  # a study's grid is what it compares: it changes the numbers
+                settings[section].pop(key)
+    settings["train"]["device"] = resolve_device(settings["train"]["device"]).type
+    return settings
 
 
 def _point(point: dict) -> str:
