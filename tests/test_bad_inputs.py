@@ -145,6 +145,12 @@ def cases():
            "holds a result of a different experiment: lr (0.005 there, 0.001 now)")
     yield ("select-out-holds-another-experiment", ["select", "--out", "{sel}", "--grid", "depth=1", "--folds", "2",
                                                    *QUICK, "--epochs", "2"], None, "epochs (1 there, 2 now)")
+    yield ("select-out-holds-another-grid", ["select", "--out", "{sel}", "--grid", "depth=2", "--folds", "2", *QUICK],
+           None, 'holds a model selection over another grid ({"depth": [1]} there, {"depth": [2]} now)')
+    yield ("select-out-holds-a-training-run", ["select", "--out", "{run}", "--grid", "depth=1", *QUICK], None,
+           "holds a training run (metrics.json), not a model selection")
+    yield ("select-out-holds-a-foreign-trial", ["select", "--out", "{sel}", "--grid", "depth=1", "--folds", "2", *QUICK],
+           "foreign-trial", "is not a trial this program wrote")
     yield ("select-grid-syntax", ["select", *out, "--grid", "depth", *QUICK], None, "--grid expects KEY=V1,V2")
     yield ("select-grid-unknown-key", ["select", *out, "--grid", "detph=1,2", *QUICK], None, "did you mean 'depth'")
     yield ("select-grid-bad-value", ["select", *out, "--grid", "depth=0,2", *QUICK], None, "depth")
@@ -219,7 +225,10 @@ def _check_case(argv, kind, expect, good, folder, capsys, monkeypatch):
             args.append(str(path))
         else:
             args.append(a.format(**values))
-    expect = expect.format(**values) if "{" in expect else expect
+    for name, value in values.items():
+        expect = expect.replace("{" + name + "}", str(value))
+    if kind == "foreign-trial":
+        next((folder / "sel" / "trials").glob("*.json")).write_text('{"an": "other program"}')
     saved = _snapshot(folder / "run") | _snapshot(folder / "sel")
     capsys.readouterr()
     with unprivileged(kind in ("unreadable", "unwritable")):

@@ -7,6 +7,7 @@ unless VITLIB_CLUSTER_TESTS=required (as in CI), where a missing extra is a fail
 
 import json
 import os
+import sys
 
 import pandas as pd
 import pytest
@@ -68,7 +69,7 @@ def dask_client():
     need("distributed")
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         yield client
 
@@ -99,3 +100,21 @@ def test_ray_trials_match_the_local_ones(ray_cluster, tiny_data, local_reference
 def test_ray_runs_match_the_local_ones(ray_cluster, tiny_data, reference_runs, tmp_path):
     got = train_runs(RUNS, tiny_data, tmp_path, n_jobs=-1, backend="ray", log=lambda *_: None)
     _assert_same_runs(got, reference_runs[1], tmp_path, reference_runs[0])
+
+
+def test_dask_workers_with_several_threads_refuse_dropout(tiny_data):
+    need("distributed")
+    from distributed import Client, LocalCluster
+
+    cfg = _config("dask", -1).with_overrides(drop_rate=0.1)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster):
+        with pytest.raises(ValueError, match="dask worker --nthreads 1"):
+            select(cfg, tiny_data, progress=False)
+
+
+@pytest.mark.parametrize("backend,module", [("ray", "ray"), ("dask", "distributed")])
+def test_a_cluster_backend_without_the_extra_says_how_to_install_it(tiny_data, monkeypatch, backend, module):
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    with pytest.raises(ValueError, match=r"pip install -e '\.\[cluster\]'"):
+        select(_config(backend, -1), tiny_data, progress=False)

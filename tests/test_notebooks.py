@@ -180,28 +180,51 @@ def _interrupt_when(proc: subprocess.Popen, ready, signal_number: int, timeout: 
     proc.wait(timeout=120)
 
 
+def _wait_until_its_processes_end(marker: str, timeout: float = 60) -> None:
+    """Jupyter starts kernels in a session of their own; a kernel whose build was killed notices
+    and exits. Wait for every process of this build (found by its environment) to be gone."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for environ in Path("/proc").glob("[0-9]*/environ"):
+            try:
+                if marker.encode() in environ.read_bytes().split(b"\0"):
+                    alive.append(environ.parent.name)
+            except OSError:
+                continue
+        if not alive:
+            return
+        assert time.monotonic() < deadline, f"processes of the interrupted build still run: {alive}"
+        time.sleep(0.5)
+
+
 def test_an_interrupted_build_resumes_to_the_same_numbers(smoke_report, tmp_path):
     """Killed during model selection, then stopped with Ctrl-C during the final runs, then run to
     the end: the finished trials and runs are picked up and every number equals an uninterrupted
     build's. Nothing half-written is taken for finished."""
-    out = tmp_path / "smoke"
+    out, terminal = tmp_path / "smoke", tmp_path / "terminal.txt"
+    marker = f"VITLIB_REPORT_DIR={tmp_path}"
     env = {**os.environ, "VITLIB_REPORT_DIR": str(tmp_path)}
     command = [sys.executable, "-m", "vitlib", "report", "--profile", "smoke", "--no-pdf"]
 
     def start():
-        return subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        with open(terminal, "w") as f:
+            return subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, stdout=f,
+                                    stderr=subprocess.STDOUT)
 
     build_ = start()  # 1. killed (SIGKILL) once the first trial is saved
     _interrupt_when(build_, lambda: any((out / "selection" / "trials").glob("*.json")), signal.SIGKILL)
+    _wait_until_its_processes_end(marker)
     assert not (out / "results.json").exists()
     build_ = start()  # 2. Ctrl-C once the first full-data run is saved
     _interrupt_when(build_, lambda: any(out.rglob("metrics.json")), signal.SIGINT)
-    said = build_.stdout.read()
+    _wait_until_its_processes_end(marker)
+    said = terminal.read_text()
     assert build_.returncode in (2, 130) and "Traceback" not in said, said[-2000:]
     assert not (out / "results.json").exists()
     build_ = start()  # 3. to the end
-    said = build_.communicate(timeout=1800)[0]
+    build_.wait(timeout=1800)
+    said = terminal.read_text()
     assert build_.returncode == 0, said[-3000:]
     assert "Resuming: " in (out / "build.log").read_text() or "Resuming: " in said
     assert "Reusing " in said

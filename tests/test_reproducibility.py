@@ -18,8 +18,10 @@ def test_same_settings_same_numbers_with_every_backend(tiny_data, compile_):
                                   "grid": {"depth": [1, 2]}, "compile": compile_})
 
     def trials(backend: str, n_jobs: int) -> pd.DataFrame:
+        said = []
         result = select(cfg.with_overrides(joblib_backend=backend, n_jobs=n_jobs), tiny_data, progress=False,
-                        log=lambda *_: None)
+                        log=said.append)
+        assert not [line for line in said if "instead" in line], said  # the backend asked for ran
         assert (result.trials["status"] == "ok").all()
         return result.trials[COLUMNS + ["history"]].assign(history=lambda t: t["history"].map(
             lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]))

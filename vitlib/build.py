@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from .checks import writable_folder
+from .files import writable_folder
 from .config import load_yaml
 from .study import BATCH_ENV, NOTEBOOKS, from_parameters, project_root
 

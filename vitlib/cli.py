@@ -18,7 +18,7 @@ import yaml
 
 from .config import FIELD_SECTION, PRESETS, SECTIONS, build_config
 from .build import NotebookFailed
-from .checks import writable_folder
+from .files import writable_folder
 from .data import MNISTError
 from .results import write_json
 from .train import TrainingDiverged
@@ -231,8 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
-        print("\ninterrupted: every finished trial and run is saved; run the same command again to go on "
-              "from there", file=sys.stderr)
+        resumable = args.command in ("train", "select", "report", "check-report")
+        print("\ninterrupted" + (": every finished trial and run is saved; run the same command again to go on "
+                                 "from there" if resumable else ""), file=sys.stderr)
         return 130
     return status or 0
 

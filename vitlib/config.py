@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from .data import DEFAULT_ROOT
-from .checks import check_choice, check_fields, readable_file, reject_unknown
+from .checks import check_choice, check_fields, reject_unknown
+from .files import readable_file
 from .model import ViTConfig
 from .train import TrainConfig
 

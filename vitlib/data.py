@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import KFold
 
-from .checks import readable_file, writable_folder
+from .files import atomic_file, readable_file, writable_folder
 
 # MD5 of the uncompressed IDX files (published with MNIST; torchvision pins the .gz ones).
 RAW_MD5 = {
@@ -186,9 +186,8 @@ def _idx_header(magic: int, shape: tuple[int, ...]) -> bytes:
 
 
 def _write_atomic(path: Path, payload: bytes) -> None:
-    tmp = path.with_suffix(".part")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)  # a crash never leaves a half-written file under the real name
+    with atomic_file(path) as f:  # a crash never leaves a half-written file under the real name
+        f.write(payload)
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -262,7 +261,7 @@ def load_digit_image(path: str | os.PathLike) -> torch.Tensor:
     try:
         with Image.open(path) as img:
             gray = np.asarray(img.convert("L"), dtype=np.float32) / 255
-    except UnidentifiedImageError:
+    except (UnidentifiedImageError, Image.DecompressionBombError):
         raise ValueError(f"image {path} is not an image file this program can read. Fix: {fix}") from None
     except (OSError, SyntaxError, ValueError) as err:  # a truncated or damaged image
         raise ValueError(f"image {path} is damaged or truncated ({str(err).strip() or type(err).__name__}). "

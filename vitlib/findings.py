@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .checks import readable_file
+from .files import readable_file
 from .results import write_json
 from .stats import mean_std, mcnemar, t_interval, wilson_interval
 

@@ -11,6 +11,7 @@ autograd once this process has (PyTorch refuses: https://github.com/pytorch/pyto
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import multiprocessing
@@ -46,6 +47,8 @@ def run_jobs(fn: Callable, jobs: list[tuple], *, backend: str, n_jobs: int, devi
         return []
     backend = resolve_backend(backend, n_jobs, device, log)
     _register_backend(backend)
+    if backend in CLUSTER_BACKENDS:
+        _check_cluster(backend, device, dropout)
     workers = n_jobs if n_jobs > 0 or backend in CLUSTER_BACKENDS else os.cpu_count() or 1
     shared_cores = device.type == "cpu" and (workers == -1 or min(workers, planned or len(jobs)) > 1)
     if backend not in CLUSTER_BACKENDS:
@@ -58,12 +61,14 @@ def run_jobs(fn: Callable, jobs: list[tuple], *, backend: str, n_jobs: int, devi
                          "(threads share torch's random generator); use joblib_backend='loky'")
     threads = 1 if shared_cores and backend != "threading" else 0
     at_end = backend == "multiprocessing" and n_jobs != 1
-    tasks = (joblib.delayed(_with_threads)(threads, i, fn, args) for i, args in enumerate(jobs))
+    # Arguments one by one: joblib's Dask backend then scatters each large array once, not per job.
+    tasks = (joblib.delayed(_with_threads)(threads, i, fn, *args) for i, args in enumerate(jobs))
     results: list = [None] * len(jobs)
     clock = _Clock(len(jobs), what, log, finished if at_end else None)
     if describe is not None:
-        clock.log(f"{len(jobs)} {what if len(jobs) > 1 else what.rstrip('s')} to run on {n_jobs} "
-                  f"worker{'s' if n_jobs != 1 else ''} ({backend})" + (", each saved as soon as it finishes" if at_end else ""))
+        where = ("the cluster's workers" if n_jobs == -1 else
+                 f"{n_jobs} worker{'s' if n_jobs != 1 else ''}")
+        clock.log(f"{len(jobs)} {what if len(jobs) > 1 else what.rstrip('s')} to run on {where} ({backend})" + (", each saved as soon as it finishes" if at_end else ""))
     with _restore_threads(torch.get_num_threads()), shared_memory_for_forks(at_end), \
             (contextlib.nullcontext() if backend == "ray" else joblib.parallel_config(backend=backend, n_jobs=n_jobs)), \
             clock.heartbeat(describe is not None):
@@ -129,11 +134,11 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
-def _with_threads(threads: int, index: int, fn: Callable, args: tuple | None, *more):
-    """(index, fn(*args)) with `threads` torch threads; Ray passes the arguments as `more` instead."""
+def _with_threads(threads: int, index: int, fn: Callable, *args):
+    """(index, fn(*args)) with `threads` torch threads."""
     if threads:
         torch.set_num_threads(threads)
-    return index, fn(*(args if args is not None else more))
+    return index, fn(*args)
 
 
 @contextlib.contextmanager
@@ -152,7 +157,8 @@ def _register_backend(name: str) -> None:
     try:
         __import__({"ray": "ray", "dask": "distributed"}[name])
     except ImportError:
-        raise ImportError(f"joblib_backend={name!r} needs the cluster extra: pip install -e '.[cluster]'") from None
+        raise ValueError(f"joblib_backend={name!r} needs Ray and Dask. Fix: pip install -e '.[cluster]' "
+                         f"(or make setup-cluster)") from None
     if name == "ray":
         import ray
 
@@ -164,10 +170,28 @@ def _register_backend(name: str) -> None:
         try:
             Client.current()
         except ValueError:  # no client yet: the one that DASK_SCHEDULER_ADDRESS names, else a local cluster
-            _clients.append(Client(os.environ.get("DASK_SCHEDULER_ADDRESS")))
+            address = os.environ.get("DASK_SCHEDULER_ADDRESS")
+            if address:
+                client = Client(address)
+            else:
+                from distributed import LocalCluster
+
+                client = Client(LocalCluster(threads_per_worker=1, dashboard_address=None))
+            atexit.register(client.close)  # kept for the jobs that follow, closed when this process ends
 
 
-_clients: list = []  # Dask clients this process opened, kept open for the jobs that follow
+def _check_cluster(backend: str, device: torch.device, dropout: bool) -> None:
+    """Refuse what a cluster would compute differently from this machine's workers."""
+    if device.type != "cpu":
+        raise ValueError(f"joblib_backend={backend!r} trains on the workers' CPUs, but device is {device.type!r}. "
+                         f"Fix: set device to 'cpu' (GPU workers are not supported yet)")
+    if backend == "dask" and dropout:
+        from distributed import Client
+
+        if max(Client.current().nthreads().values(), default=1) > 1:
+            raise ValueError("Dask workers with several threads each would make dropout depend on thread timing "
+                             "(threads share torch's random generator). Fix: start the workers with "
+                             "`dask worker --nthreads 1 ...` (one per core)")
 
 
 def _on_ray(fn: Callable, jobs: list[tuple], threads: int, n_jobs: int):
@@ -181,17 +205,19 @@ def _on_ray(fn: Callable, jobs: list[tuple], threads: int, n_jobs: int):
 
     def ship(arg):
         if isinstance(arg, np.ndarray) and arg.nbytes > 1_000_000:
-            return stored.setdefault(id(arg), ray.put(arg))
+            if id(arg) not in stored:
+                stored[id(arg)] = ray.put(arg)
+            return stored[id(arg)]
         return arg
 
-    # Ray hands a task its arguments' stored values only when they are passed one by one.
+    # Ray hands a task the stored values of arguments passed one by one (not inside a tuple).
     pending = [(i, [ship(a) for a in args]) for i, args in enumerate(jobs)]
     limit = n_jobs if n_jobs > 0 else len(jobs)
     running: list = []
     while pending or running:
         while pending and len(running) < limit:
             i, args = pending.pop(0)
-            running.append(task.remote(threads, i, fn, None, *args))
+            running.append(task.remote(threads, i, fn, *args))
         done, running = ray.wait(running, num_returns=1)
         yield ray.get(done[0])
 

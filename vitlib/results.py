@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .config import SECTIONS, ExperimentConfig
+from .files import atomic_file
 from .train import resolve_device
 
 # How and where a run executes, never what it computes.
@@ -59,13 +59,11 @@ def check_same_experiment(path: Path, stored: dict, current: dict) -> None:
 
 def write_json(path: Path, obj) -> None:
     """Write JSON through a temporary file and a rename: a reader sees all of it or nothing."""
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        f.write(json.dumps(obj, indent=1).encode())
 
 
 def write_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_suffix(".part")
-    with open(tmp, "wb") as f:
+    with atomic_file(path) as f:
         np.save(f, array)
-    os.replace(tmp, path)
+

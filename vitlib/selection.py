@@ -90,7 +90,8 @@ def select(cfg: ExperimentConfig, data: MNIST, out_dir: str | Path | None = None
     images, labels = data.train_images.numpy(), data.train_labels.numpy()
     splits = kfold_splits(len(images), sel.folds, sel.shuffle_folds, cfg.train.seed)
     trial_dir = Path(out_dir) / "trials" if out_dir is not None else None
-    if trial_dir is not None:
+    if out_dir is not None:
+        _refuse_another_selection(Path(out_dir), cfg)
         trial_dir.mkdir(parents=True, exist_ok=True)
 
     rows, todo = [], []
@@ -132,7 +133,8 @@ def _result(rows: list[dict], points: list[dict], grid_keys: list[str], reused: 
     summary = summarize(trials, grid_keys)
     ok = summary[summary["failed_folds"] == 0]
     if ok.empty:
-        raise RuntimeError("every config failed (the loss diverged); lower the learning rate")
+        raise ValueError("every configuration failed (the loss diverged in a fold of each); "
+                         "Fix: lower the learning rate (lr)")
     # Summary rows follow the grid's order, and idxmin keeps the first of equal values.
     best = points[ok["val_error_mean"].idxmin()]
     return SelectionResult(trials, summary, best, grid_keys, reused)
@@ -177,15 +179,36 @@ def _trial_line(row: dict) -> str:
             f"val error {row['val_error']:.4f} ({row['seconds']:.0f} s)")
 
 
+def _refuse_another_selection(out_dir: Path, cfg: ExperimentConfig) -> None:
+    """A folder holding a training run, or the selection of another grid, is never written over."""
+    fix = f"Fix: give another output folder, or move {out_dir} away to start afresh"
+    if (out_dir / "metrics.json").is_file():
+        raise ValueError(f"{out_dir} holds a training run (metrics.json), not a model selection. {fix}")
+    saved = out_dir / "selection.json"
+    if saved.is_file():
+        try:
+            grid = json.loads(saved.read_text())["grid"]
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"{saved} is not a selection this program wrote. {fix}") from None
+        if grid != cfg.selection.grid:
+            raise ValueError(f"{out_dir} holds a model selection over another grid ({json.dumps(grid)} there, "
+                             f"{json.dumps(cfg.selection.grid)} now). {fix}")
+
+
 def _load_trial(trial_dir: Path | None, cfg: ExperimentConfig, point: dict, fold: int) -> dict | None:
     if trial_dir is None:
         return None
     path = trial_dir / f"{trial_id(point, fold)}.json"
     if not path.is_file():
         return None
-    stored = json.loads(path.read_text())
-    check_same_experiment(path, stored["settings"], result_settings(cfg.with_overrides(point), "trial"))
-    return stored["row"]
+    try:
+        stored = json.loads(path.read_text())
+        settings, row = stored["settings"], stored["row"]
+    except (ValueError, KeyError, TypeError):  # writes are atomic: this file was not written by select
+        raise ValueError(f"{path} is not a trial this program wrote. Fix: move it away (the trial is then "
+                         f"run again), or give another output folder") from None
+    check_same_experiment(path, settings, result_settings(cfg.with_overrides(point), "trial"))
+    return row
 
 
 def _save_trial(trial_dir: Path, row: dict, cfg: ExperimentConfig, point: dict) -> None:

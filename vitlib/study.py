@@ -40,7 +40,7 @@ ABLATION = {"original (head softmax, as in the report)": "original",
 NOTEBOOK_NAMES = {"profile", "preset"}  # notebook parameters that are not experiment settings
 # Settings that say how much data and how long, and how a run is executed: these carry over from
 # the profile to the ablation's runs; everything else comes from each run's own preset.
-CARRY_OVER = ("epochs", "train_limit", "test_limit", "seed", "device", "compile", "data_root")
+CARRY_OVER = ("epochs", "train_limit", "test_limit", "validation_size", "seed", "device", "compile", "data_root")
 N_SEEDS = 3  # seeds per configuration for the final model and for each ablation row
 BATCH_ENV = "VITLIB_BATCH"  # set by `vitlib.build` while it executes the notebooks
 _IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data import to_float
-from .checks import check_choice, check_fields, readable_file
+from .checks import check_choice, check_fields
+from .files import atomic_file, readable_file
 from .model import ViT, ViTConfig
 from .parallel import keep_forks_usable
 
@@ -300,9 +301,8 @@ def save_checkpoint(path: str | Path, model: ViT, config: dict, history: list[di
     payload = {"format": CHECKPOINT_FORMAT, "vitlib_version": __version__,
                "model": {k: v.cpu() for k, v in model.state_dict().items()}, "config": config,
                "history": history, "metrics": metrics or {}}
-    tmp = path.with_suffix(path.suffix + ".part")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_file(path) as f:
+        torch.save(payload, f)
     return path
 
 
