@@ -1,9 +1,13 @@
 import json
 
 import pytest
+import torch
 
 from vitlib.config import build_config
 from vitlib.experiment import load_run, train_runs
+from vitlib.files import atomic_file
+from vitlib.results import write_json
+from vitlib.train import load_checkpoint
 
 BASE = {"embed_dim": 16, "num_heads": 2, "normalize_input": True, "epochs": 1, "depth": 1}
 
@@ -36,3 +40,28 @@ def test_parallel_runs_give_the_numbers_of_serial_ones(tiny_data, tmp_path):
     parallel = train_runs(runs, tiny_data, tmp_path / "parallel", n_jobs=2, backend="loky", log=lambda *_: None)
     for name in runs:
         assert parallel[name]["test_loss"] == pytest.approx(serial[name]["test_loss"], rel=1e-4)
+
+
+def test_a_run_stopped_before_its_last_file_is_trained_again(tiny_data, tmp_path):
+    """metrics.json is written last: without it, whatever else is there is not taken as finished."""
+    cfg = {"a": build_config("modern", BASE)}
+    train_runs(cfg, tiny_data, tmp_path, log=lambda *_: None)
+    weights = load_checkpoint(tmp_path / "a" / "checkpoint.pt")[0].state_dict()
+    (tmp_path / "a" / "metrics.json").unlink()  # as if killed while writing it
+    (tmp_path / "a" / "metrics.json.k2x9.part").write_text('{"test_accura')
+    said = []
+    again = train_runs(cfg, tiny_data, tmp_path, log=said.append)
+    assert not [line for line in said if "Reusing" in line]
+    retrained = load_checkpoint(tmp_path / "a" / "checkpoint.pt")[0].state_dict()
+    assert all(torch.equal(retrained[k], weights[k]) for k in weights)  # trained again, to the same weights
+    assert again["a"]["n_train"] == len(tiny_data.train_images)
+
+
+def test_a_write_stopped_halfway_leaves_the_previous_file_whole(tmp_path):
+    path = tmp_path / "result.json"
+    write_json(path, {"a": 1})
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_file(path) as f:
+            f.write(b'{"a": 2, "b"')
+            raise KeyboardInterrupt
+    assert json.loads(path.read_text()) == {"a": 1} and list(tmp_path.iterdir()) == [path]
