@@ -17,7 +17,17 @@ def test_grid_effects_average_over_the_rest_of_the_grid():
     text = grid_effects_text(result).data
     assert "**lr**: the same on average for all its values (25.00%)" in text  # a tie is not ranked
     assert "**depth**: best on average at 1 (20.00%), worst at 2 (30.00%), a spread of 10.00 points, beyond" in text
-    assert "So depth matters beyond fold noise" in text
+    assert "So depth moves the average by more than fold noise" in text
+    assert "unstable" not in text  # no configuration's folds disagree wildly
+
+
+def test_grid_effects_name_the_unstable_configurations():
+    summary = pd.DataFrame({"lr": [0.1, 0.1, 0.01, 0.01], "depth": [1, 2, 1, 2],
+                            "val_error_mean": [0.30, 0.20, 0.10, 0.40], "val_error_std": [0.01, 0.01, 0.01, 0.20],
+                            "failed_folds": [0, 0, 0, 0]})
+    text = grid_effects_text(SelectionResult(pd.DataFrame(), summary, {"lr": 0.01, "depth": 1}, ["lr", "depth"])).data
+    assert "include 1 configuration whose folds disagree by more than three times that (unstable training: " \
+           "lr=0.01, depth=2)" in text
 
 
 def test_table_escapes_latex_and_keeps_html_readable():
@@ -27,16 +37,17 @@ def test_table_escapes_latex_and_keeps_html_readable():
     assert "<td>50%</td>" in t._repr_html_() and "&amp;" in t._repr_html_()
 
 
-def _runs(*accuracies):
-    return [{"test_accuracy": a} for a in accuracies]
+def _runs(*accuracies, parameters=1530):
+    return [{"test_accuracy": a, "parameters": parameters} for a in accuracies]
 
 
 def test_ablation_prose_is_computed_and_names_the_least_stable_row():
     results = {"with the bug": _runs(0.70, 0.75, 0.80), "fixed": _runs(0.89, 0.90, 0.91),
-               "modern": _runs(0.91, 0.92, 0.91)}
+               "modern": _runs(0.91, 0.92, 0.91, parameters=2450)}
     text = ablation_conclusion(results, 0.73, table=7).data
     assert "75.00% ± 5.00% over 3 seeds (the course report claimed 73%)" in text
     assert "90.00% ± 1.00% (+15.00 points)" in text and "more than twice the seed spread" in text
-    assert "least stable row is *with the bug*" in text
+    assert "widest spread over seeds is *with the bug* (standard deviation 5.00%)" in text
+    assert "(2,450 parameters against 1,530)" in text
     steady = {"with the bug": _runs(0.70, 0.70, 0.70), "fixed": _runs(0.80, 0.90, 0.85), "modern": _runs(0.9, 0.9, 0.9)}
-    assert "least stable row is *fixed*" in ablation_conclusion(steady, 0.73, table=7).data
+    assert "widest spread over seeds is *fixed*" in ablation_conclusion(steady, 0.73, table=7).data

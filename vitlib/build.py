@@ -64,8 +64,9 @@ def execute(profile: str, params_file: Path | None = None, echo=_say) -> list[Pa
     params = profile_parameters(profile, params_file)
     root = project_root()
     out = writable_folder(study_folder(profile, params_file), "report folder")
-    for stale in ("timing.json", "build.log"):  # results.json is replaced only when the build finishes
-        (out / stale).unlink(missing_ok=True)
+    # A new log; timing.json stays, so that stages read back keep the wall time of the build that
+    # computed them; results.json is replaced only when the build finishes.
+    (out / "build.log").unlink(missing_ok=True)
     executed, start = [], time.perf_counter()
     with _batch_mode(), _kernel_stderr_to(out / "kernel.log"), _follow(out / "build.log", echo):
         for i, name in enumerate(NOTEBOOKS, start=1):

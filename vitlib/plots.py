@@ -56,14 +56,14 @@ def _model_selection_ranked(trials: pd.DataFrame, summary: pd.DataFrame, grid_ke
     and their mean as a bar, so that every label stays readable at page width."""
     order = summary.sort_values("val_error_mean", kind="stable", na_position="last")
     configs = order[grid_keys].to_dict("records")
-    fig, ax = plt.subplots(figsize=(8, 0.2 * len(configs) + 1.2))
+    fig, ax = plt.subplots(figsize=(7, 0.2 * len(configs) + 1.2))
     y = np.arange(len(configs))[::-1]
     ax.barh(y, order["val_error_mean"] * 100, color="tab:orange", alpha=0.35, label=f"mean over {folds} folds")
     for yi, r in zip(y, configs):
         v = trials.loc[(trials[grid_keys] == pd.Series(r)).all(axis=1), "val_error"] * 100
         ax.plot(v, np.full(len(v), yi), "o", color="tab:orange", ms=3)
     labels = [("▶ " if r == best else "") + ", ".join(f"{k}={r[k]}" for k in grid_keys) for r in configs]
-    ax.set_yticks(y, labels, fontsize=7)
+    ax.set_yticks(y, labels, fontsize=8)
     ax.set_xlabel("validation misclassification error (%)")
     ax.set_title(f"{len(configs)} configurations, {folds}-fold CV, {epochs} epochs per trial; ▶ selected", fontsize=10)
     ax.grid(axis="x", alpha=0.3)

@@ -21,6 +21,47 @@ def caption(kind: str, number: int, text: str) -> Markdown:
     return Markdown(f"**{kind} {number}.** {text}")
 
 
+def selection_figure_caption(selection: SelectionResult, number: int) -> Markdown:
+    """The caption of `plots.model_selection`'s figure, which draws a large grid differently."""
+    if len(selection.summary) > 12:
+        return caption("Figure", number, "Validation error of every configuration, best at the top: the mean over "
+                                         "folds (bar) and each fold (dot); ▶ marks the selected one.")
+    return caption("Figure", number, "Training and validation error of each configuration: the mean over folds "
+                                     "(line), the range over folds (bars) and each fold (dots); the selected one "
+                                     "is circled.")
+
+
+def position_text(similarity, embed_dim: int, kind: str) -> Markdown:
+    """What this run's position table does to 2-D neighbours, in numbers read off Figure 8's data."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    sim = np.asarray(similarity)
+    side = int(round(len(sim) ** 0.5))
+    i, j = np.triu_indices(len(sim), k=1)
+    (ri, ci), (rj, cj) = np.divmod(i, side), np.divmod(j, side)
+    across = sim[i, j][(ri == rj) & (abs(ci - cj) == 1)].mean()
+    down = sim[i, j][(ci == cj) & (abs(ri - rj) == 1)].mean()
+    far = (ri == rj) & (abs(ci - cj) == side - 1)
+    in_image = spearmanr(np.hypot(ri - rj, ci - cj), sim[i, j])[0]
+    in_order = spearmanr(j - i, sim[i, j])[0]
+    text = (f"In this model's {kind} table ({embed_dim} dimensions), patches side by side in a row have a cosine "
+            f"similarity of {across:.2f} on average and patches one above the other {down:.2f}, while the first and "
+            f"last patch of a row reach {sim[i, j][far].mean():.2f}. Similarity falls with distance only loosely: "
+            f"its rank correlation with the distance in the image is {in_image:.2f}, and with the distance in "
+            f"reading order {in_order:.2f}.")
+    if kind == "sinusoidal":
+        text += (f" With {embed_dim} dimensions the table has {embed_dim // 2} frequencies, whose waves repeat within "
+                 f"a few patches: the table gives each position a code the model must learn to read, not a map of "
+                 f"the digit.")
+    return Markdown(text)
+
+
+def checkpoint_note(folder: str) -> Markdown:
+    return Markdown(f"The checkpoint, its configuration and metrics are in `report/{folder}/final/`; "
+                    f"`python -m vitlib evaluate report/{folder}/final/checkpoint.pt` scores it again.")
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
@@ -74,8 +115,9 @@ def selection_table(result: SelectionResult, number: int) -> Table:
     if s["failed_folds"].any():
         df["failed folds"] = s["failed_folds"]
     df["chosen"] = ["yes" if all(r[k] == v for k, v in result.best.items()) else "" for _, r in s.iterrows()]
-    return Table(df, f"Table {number}. Model selection: misclassification error (mean ± std over "
-                     f"{int(s['folds'].max())} folds) and cross-entropy loss of each configuration")
+    loss = " and cross-entropy loss" if "validation loss" in df else ""
+    return Table(df, f"Table {number}. Model selection: misclassification error{loss} of each configuration "
+                     f"(mean ± std over {int(s['folds'].max())} folds)")
 
 
 def selection_conclusion(result: SelectionResult, table: int) -> Markdown:
@@ -143,7 +185,14 @@ def grid_effects_text(selection: SelectionResult) -> Markdown:
              f"{noise * 100:.2f} points: a spread smaller than that is within noise.")
     if parts:
         text += (f" So {', '.join(matter) if matter else 'none of the settings'} "
-                 f"{'matters' if len(matter) == 1 else 'matter'} beyond fold noise on this grid.")
+                 f"{'moves' if len(matter) == 1 else 'move'} the average by more than fold noise on this grid.")
+    unstable = ok[ok["val_error_std"] > 3 * noise]
+    if len(unstable):
+        names = "; ".join(", ".join(f"{k}={r[k]}" for k in selection.grid_keys)
+                          for r in unstable[selection.grid_keys].to_dict("records"))
+        text += (f" These averages include {len(unstable)} configuration{'s' if len(unstable) > 1 else ''} whose "
+                 f"folds disagree by more than three times that (unstable training: {names}); a spread that "
+                 f"comes from them says more about stability than about the setting.")
     return Markdown(text)
 
 
@@ -190,7 +239,7 @@ def statistics_conclusion(runs: dict, selection: SelectionResult, table: int) ->
     if "runner-up" in runs:
         test = mcnemar(first["test_correct"], runs["runner-up"]["test_correct"])
         verdict = ("a significant difference at the 5% level" if test["p_value"] < 0.05
-                   else "no significant difference at the 5% level: the choice between them is within noise")
+                   else "no significant difference at the 5% level, so the choice between them is within noise")
         text += (f"\n\nAgainst the runner-up of model selection ({_point(selection.runner_up())}; test accuracy "
                  f"{runs['runner-up']['test_accuracy']:.2%}, same seed), the exact McNemar test on the "
                  f"{test['discordant']:,} test images that exactly one of the two gets right "
@@ -201,7 +250,8 @@ def statistics_conclusion(runs: dict, selection: SelectionResult, table: int) ->
 
 def _recipe(c: ExperimentConfig) -> tuple[str, str]:
     training = (f"{c.train.optimizer}, lr {c.train.lr:g}, {c.train.lr_schedule}"
-                + (f" + {c.train.warmup_epochs:g} warmup epoch(s)" if c.train.warmup_epochs else "")
+                + (f" + {c.train.warmup_epochs:g} warmup epoch{'' if c.train.warmup_epochs == 1 else 's'}"
+                   if c.train.warmup_epochs else "")
                 + (f", wd {c.train.weight_decay:g}" if c.train.weight_decay else ""))
     model = (("per-head qkv, no out proj" if c.model.qkv_per_head else "fused qkv + out proj")
              + (", sinusoidal pos" if c.model.pos_embed == "sinusoidal" else f", {c.model.pos_embed} pos")
@@ -245,15 +295,15 @@ def ablation_conclusion(results: dict[str, list[dict]], claimed: float, table: i
     gain = fixed - bug
     text = (f"Table {table}: with the head softmax, as the course report trained it, the model reaches "
             f"{bug:.2%} ± {bug_sd:.2%} over {n} seeds (the course report claimed {claimed:.0%}); without it, the "
-            f"same model and protocol reach {fixed:.2%} ± {fixed_sd:.2%} ({gain * 100:+.2f} points). At the same "
-            f"tiny size, a modern recipe reaches {modern:.2%} ± {modern_sd:.2%}. ")
+            f"same model and protocol reach {fixed:.2%} ± {fixed_sd:.2%} ({gain * 100:+.2f} points). At a similar "
+            f"tiny size ({results[names[2]][0]['parameters']:,} parameters against {results[names[1]][0]['parameters']:,}), "
+            f"a modern recipe reaches {modern:.2%} ± {modern_sd:.2%}. ")
     if gain > 2 * max(bug_sd, fixed_sd):
         text += ("Removing the double softmax moves the accuracy by more than twice the seed spread of either "
                  "row, so most of the course report's shortfall came from that bug.")
     else:
         text += "On these seeds, the double softmax's effect is within twice the seed spread."
     widest = max(names, key=lambda name: stats[name][1])
-    text += (f" The least stable row is *{widest}* (standard deviation {stats[widest][1]:.2%} over seeds)"
-             + (": squashing the gradients through two softmaxes makes its result depend strongly on the seed "
-                "and on float rounding." if widest == names[0] else "."))
+    text += (f" The row with the widest spread over seeds is *{widest}* (standard deviation "
+             f"{stats[widest][1]:.2%}); with {n} seeds per row, that ranking is itself uncertain.")
     return Markdown(text)

@@ -16,7 +16,8 @@ class Table:
                  widths: dict | None = None):
         self.df, self.caption = df, caption
         # LaTeX column widths for long text ({column: "3cm"}); other columns size themselves.
-        self.columns = "".join(f"p{{{(widths or {})[c]}}}" if c in (widths or {}) else "l" for c in df.columns)
+        self.columns = "".join(rf">{{\raggedright\arraybackslash}}p{{{(widths or {})[c]}}}" if c in (widths or {})
+                               else "l" for c in df.columns)  # ragged right: justified narrow cells gape
         formats = formats or {}
         self.text = pd.DataFrame({c: [format_value(v, formats.get(c), digits) for v in df[c]] for c in df.columns})
 
