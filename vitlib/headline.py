@@ -54,7 +54,7 @@ def headline_rows(results: dict) -> list[tuple[str, str, str]]:
 
 
 def headline_table(results: dict, number: int) -> Table:
-    df = pd.DataFrame(headline_rows(results), columns=["", "test accuracy", "note"])
+    df = pd.DataFrame(headline_rows(results), columns=["", "result", "note"])
     return Table(df, f"Table {number}. Headline results of this build (every number computed by it, but the first)",
                  widths={"": "7.2cm", "note": "4.6cm"})
 
@@ -73,7 +73,7 @@ def abstract(results: dict) -> Markdown:
         f"on {epochs_note}. As written, with a softmax applied twice, it reaches {bug:.2%} here; without the "
         f"double softmax the same model reaches {fixed:.2%}. Model selection picks {_v(results, 'selection.best')}, "
         f"which scores {_v(results, 'final.test_accuracy'):.2%} on the test set "
-        f"({seeds_mean:.2%} ± {seeds_std:.2%} over seeds); at the course report's own size, a modern training "
+        f"({seeds_mean:.2%} ± {seeds_std:.2%} over seeds); at a size close to the course report's, a modern training "
         f"recipe ({n['ablation.modern.parameters']['value']:,} parameters against "
         f"{n['ablation.seed.parameters']['value']:,}) reaches {modern:.2%} ± {_v(results, 'ablation.modern.std'):.2%}. "
         f"Every number in this report is computed when it is built; `make check-report` rebuilds it and "
@@ -94,11 +94,15 @@ def discussion(results: dict) -> Markdown:
         f"**What the size allows.** With {n['ablation.modern.parameters']['value']:,} parameters (the original "
         f"has {n['ablation.seed.parameters']['value']:,}: a standard attention block adds an output projection), "
         f"input normalisation and AdamW with warmup and cosine decay reach "
-        f"{modern:.2%}: {(modern - fixed) * 100:+.2f} points over the fixed original recipe.",
+        f"{modern:.2%}: {(modern - fixed) * 100:+.2f} points over the fixed original recipe"
+        + (", within the seed spread of either." if abs(modern - fixed) < max(sds["modern"], sds["seed"])
+           else "."),
         f"**What model selection can tell apart.** The chosen configuration ({_v(results, 'selection.best')}) "
         f"scores {_v(results, 'seeds.test_accuracy.mean'):.2%} ± {_v(results, 'seeds.test_accuracy.std'):.2%} "
-        f"over seeds." + (f" Against the runner-up, McNemar's test gives p = {p:.3g}"
-                          f"{' (a real difference)' if p < 0.05 else ' (no significant difference)'}." if p is not None else ""),
+        f"over seeds." + (f" Against the runner-up, McNemar's test on the same test images gives p = {p:.2g} "
+                          + ("(a significant difference between these two runs, one seed each; the spread over "
+                             "seeds above is the better guide to how much the choice matters)." if p < 0.05
+                             else "(no significant difference).") if p is not None else ""),
         "**Limits.** Five epochs are far from convergence for these models; three seeds give a rough spread; "
         "numbers come from one CPU, and another CPU moves them by float rounding (`make check-report` "
         "measures by how much).",

@@ -163,9 +163,8 @@ def position_similarity(similarity: torch.Tensor, kind: str) -> plt.Figure:
                                      ((ri != rj) & (ci != cj), "neither", "0.7", 6)):
         axes[2].scatter(distance[mask], sim[i[mask], j[mask]], s=size, alpha=0.6, color=color, label=label)
     axes[2].set_xlabel("distance between the two patches in the image (patches)")
-    axes[2].set_ylabel("cosine similarity")
-    axes[2].set_title(f"(c) every pair of patches, {kind} table", fontsize=11)
-    axes[2].legend(fontsize=9, markerscale=1.5)
+    axes[2].set_title(f"(c) cosine similarity of every pair\nof patches, {kind} table", fontsize=11)
+    axes[2].legend(fontsize=9, markerscale=1.5, loc="lower left")
     axes[2].grid(alpha=0.3)
     return fig
 

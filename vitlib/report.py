@@ -25,7 +25,7 @@ def selection_figure_caption(selection: SelectionResult, number: int) -> Markdow
     """The caption of `plots.model_selection`'s figure, which draws a large grid differently."""
     if len(selection.summary) > 12:
         return caption("Figure", number, "Validation error of every configuration, best at the top: the mean over "
-                                         "folds (bar) and each fold (dot); ▶ marks the selected one.")
+                                         "folds (bar) and each fold (dot); a triangle marks the selected one.")
     return caption("Figure", number, "Training and validation error of each configuration: the mean over folds "
                                      "(line), the range over folds (bars) and each fold (dots); the selected one "
                                      "is circled.")
@@ -50,10 +50,16 @@ def position_text(similarity, embed_dim: int, kind: str) -> Markdown:
             f"last patch of a row reach {sim[i, j][far].mean():.2f}. Similarity falls with distance only loosely: "
             f"its rank correlation with the distance in the image is {in_image:.2f}, and with the distance in "
             f"reading order {in_order:.2f}.")
-    if kind == "sinusoidal":
-        text += (f" With {embed_dim} dimensions the table has {embed_dim // 2} frequencies, whose waves repeat within "
-                 f"a few patches: the table gives each position a code the model must learn to read, not a map of "
-                 f"the digit.")
+    offset = j - i
+    by_offset = {k: sim[i, j][offset == k].mean() for k in range(1, len(sim))}
+    echoes = [k for k in range(2, len(sim)) if by_offset[k] >= by_offset[1] - 0.05]
+    if echoes:
+        listed = [str(k) for k in echoes[:6]]
+        shown = (", ".join(listed[:-1]) + " and " + listed[-1] if len(listed) > 1 else listed[0]) + \
+            (" and more" if len(echoes) > 6 else "")
+        text += (f" Positions {shown} apart in reading order are on average as alike as direct neighbours "
+                 f"(cosine {by_offset[1]:.2f} or more): the table gives each position a code that repeats, which "
+                 f"the model must learn to read; it is not a map of the digit.")
     return Markdown(text)
 
 
@@ -165,6 +171,7 @@ def main_effects(selection: SelectionResult) -> pd.DataFrame:
 def grid_effects_text(selection: SelectionResult) -> Markdown:
     ok = selection.summary[selection.summary["failed_folds"] == 0]
     noise = ok["val_error_std"].median()
+    stable = ok[ok["val_error_std"] <= 3 * noise]  # without configurations whose folds disagree wildly
     parts, matter = [], []
     for key in selection.grid_keys:
         means = ok.groupby(key, sort=False)["val_error_mean"].mean()
@@ -177,9 +184,14 @@ def grid_effects_text(selection: SelectionResult) -> Markdown:
         spread = means[worst] - means[best]
         beyond = spread > noise
         (matter if beyond else []).append(key)
+        note = f"{'more than' if beyond else 'within'} fold noise"
+        if len(stable) < len(ok):
+            kept = stable.groupby(key, sort=False)["val_error_mean"].mean()
+            if len(kept) >= 2 and (kept.max() - kept.min() > noise) != beyond:
+                note += (f", but {(kept.max() - kept.min()) * 100:.2f} points without the unstable configurations "
+                         f"named below, {'more than' if not beyond else 'within'} fold noise")
         parts.append(f"**{key}**: best on average at {best} ({means[best]:.2%}), worst at {worst} "
-                     f"({means[worst]:.2%}), a spread of {spread * 100:.2f} points, "
-                     f"{'beyond' if beyond else 'within'} fold noise")
+                     f"({means[worst]:.2%}), a spread of {spread * 100:.2f} points, {note}")
     text = "; ".join(parts) + "." if parts else "The grid has a single value per setting."
     text += (f" For scale, the median standard deviation between the folds of one configuration is "
              f"{noise * 100:.2f} points: a spread smaller than that is within noise.")
@@ -304,6 +316,6 @@ def ablation_conclusion(results: dict[str, list[dict]], claimed: float, table: i
     else:
         text += "On these seeds, the double softmax's effect is within twice the seed spread."
     widest = max(names, key=lambda name: stats[name][1])
-    text += (f" The row with the widest spread over seeds is *{widest}* (standard deviation "
-             f"{stats[widest][1]:.2%}); with {n} seeds per row, that ranking is itself uncertain.")
+    text += (f" The widest spread over seeds is that of *{widest}*, a standard deviation of "
+             f"{stats[widest][1]:.2%}; with {n} seeds per row, that ranking is itself uncertain.")
     return Markdown(text)
