@@ -73,14 +73,40 @@ def execute(profile: str, params_file: Path | None = None, echo=_say) -> list[Pa
             echo(f"[notebook {i}/{len(NOTEBOOKS)}] {name} ({time.perf_counter() - start:.0f} s so far)")
             target = out / name
             try:
-                pm.execute_notebook(str(root / "notebooks" / name), str(target), parameters=params,
-                                    cwd=str(root / "notebooks"), log_output=False, progress_bar=False)
+                _in_worker_thread(lambda: pm.execute_notebook(
+                    str(root / "notebooks" / name), str(target), parameters=params, cwd=str(root / "notebooks"),
+                    log_output=False, progress_bar=False))
             except pm.PapermillExecutionError as err:
                 raise NotebookFailed(f"{name} stopped with {err.ename}: {err.evalue} (the executed notebook, "
                                      f"with the traceback: {target})") from None
             executed.append(target)
     echo(f"Executed {len(NOTEBOOKS)} notebooks in {time.perf_counter() - start:.0f} s; progress log: {out / 'build.log'}")
     return executed
+
+
+def _in_worker_thread(work) -> None:
+    """Run `work` (papermill) in a thread of its own, so that Ctrl-C stops the build.
+
+    In the main thread, nbclient takes SIGINT over: it shuts the kernel down and, when the
+    notebook's last cell has already finished, papermill goes on with the next notebook as if
+    nothing happened. In another thread it leaves signals alone, so Ctrl-C reaches this thread as
+    KeyboardInterrupt; the kernel is shut down by nbclient's exit handler, and every finished
+    trial and run stays saved.
+    """
+    outcome: dict = {}
+
+    def run():
+        try:
+            work()
+        except BaseException as err:  # handed to the main thread, which raises it
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, name="papermill", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)
+    if "error" in outcome:
+        raise outcome["error"]
 
 
 @contextlib.contextmanager
