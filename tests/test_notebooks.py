@@ -208,9 +208,12 @@ def test_an_interrupted_build_resumes_to_the_same_numbers(smoke_report, tmp_path
     command = [sys.executable, "-m", "vitlib", "report", "--profile", "smoke", "--no-pdf"]
 
     def start():
+        # As in a terminal, Ctrl-C must reach the build: a shell running this suite in the background
+        # ignores SIGINT, and an ignored signal stays ignored in every program started from it.
         with open(terminal, "w") as f:
             return subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, stdout=f,
-                                    stderr=subprocess.STDOUT)
+                                    stderr=subprocess.STDOUT,
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     build_ = start()  # 1. killed (SIGKILL) once the first trial is saved
     _interrupt_when(build_, lambda: any((out / "selection" / "trials").glob("*.json")), signal.SIGKILL)
