@@ -85,13 +85,12 @@ def execute(profile: str, params_file: Path | None = None, echo=_say) -> list[Pa
 
 
 def _in_worker_thread(work) -> None:
-    """Run `work` (papermill) in a thread of its own, so that Ctrl-C stops the build.
+    """Run `work` (papermill) in a thread of its own, so that Ctrl-C stops the build at once.
 
-    In the main thread, nbclient takes SIGINT over: it shuts the kernel down and, when the
-    notebook's last cell has already finished, papermill goes on with the next notebook as if
-    nothing happened. In another thread it leaves signals alone, so Ctrl-C reaches this thread as
-    KeyboardInterrupt; the kernel is shut down by nbclient's exit handler, and every finished
-    trial and run stays saved.
+    In the main thread, nbclient installs its own SIGINT handler, which only schedules the
+    kernel's shutdown and leaves what happens next to the notebook's execution; in another thread
+    it installs none, so Ctrl-C reaches this thread as KeyboardInterrupt wherever the build is.
+    nbclient's exit handler then shuts the kernel down; every finished trial and run stays saved.
     """
     outcome: dict = {}
 
