@@ -82,23 +82,20 @@ def ray_cluster():
     ray.shutdown()
 
 
-def test_dask_trials_match_the_local_ones(dask_client, tiny_data, local_reference, tmp_path):
-    result = select(_config("dask", -1), tiny_data, tmp_path, progress=False)
+CLUSTERS = {"dask": "dask_client", "ray": "ray_cluster"}  # backend -> the fixture that starts its cluster
+
+
+@pytest.mark.parametrize("backend", CLUSTERS)
+def test_trials_on_a_cluster_match_the_local_ones(backend, request, tiny_data, local_reference, tmp_path):
+    request.getfixturevalue(CLUSTERS[backend])
+    result = select(_config(backend, -1), tiny_data, tmp_path, progress=False)
     _assert_same_trials(result.trials, local_reference, tmp_path)
 
 
-def test_dask_runs_match_the_local_ones(dask_client, tiny_data, reference_runs, tmp_path):
-    got = train_runs(RUNS, tiny_data, tmp_path, n_jobs=-1, backend="dask", log=lambda *_: None)
-    _assert_same_runs(got, reference_runs[1], tmp_path, reference_runs[0])
-
-
-def test_ray_trials_match_the_local_ones(ray_cluster, tiny_data, local_reference, tmp_path):
-    result = select(_config("ray", -1), tiny_data, tmp_path, progress=False)
-    _assert_same_trials(result.trials, local_reference, tmp_path)
-
-
-def test_ray_runs_match_the_local_ones(ray_cluster, tiny_data, reference_runs, tmp_path):
-    got = train_runs(RUNS, tiny_data, tmp_path, n_jobs=-1, backend="ray", log=lambda *_: None)
+@pytest.mark.parametrize("backend", CLUSTERS)
+def test_runs_on_a_cluster_match_the_local_ones(backend, request, tiny_data, reference_runs, tmp_path):
+    request.getfixturevalue(CLUSTERS[backend])
+    got = train_runs(RUNS, tiny_data, tmp_path, n_jobs=-1, backend=backend, log=lambda *_: None)
     _assert_same_runs(got, reference_runs[1], tmp_path, reference_runs[0])
 
 

@@ -31,8 +31,11 @@ class NotebookFailed(RuntimeError):
 PDF_PACKAGES = "texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc"
 
 
-def profile_parameters(profile: str, params_file: Path | None = None) -> dict:
-    """The notebook parameters of a profile (params/<profile>.yaml), validated."""
+def profile_parameters(profile: str, params_file: Path | None = None, quiet: bool = False) -> tuple[dict, Path]:
+    """The notebook parameters of a profile (params/<profile>.yaml, or `params_file`), validated,
+    and the folder where its study keeps results and executed notebooks: report/<profile>/, or
+    report/<profile>-<hash>/ when a parameter file gives other numbers than the profile's (said in
+    one line unless `quiet`)."""
     root = project_root()
     if params_file is None:
         params_file = root / "params" / f"{profile}.yaml"
@@ -41,15 +44,9 @@ def profile_parameters(profile: str, params_file: Path | None = None) -> dict:
             raise FileNotFoundError(f"no parameter profile {profile!r} (no {params_file}). Fix: choose one of "
                                     f"{', '.join(known)}, or add params/{profile}.yaml")
     params = {**load_yaml(params_file), "profile": profile}
-    from_parameters(dict(params))  # fail before anything runs if a parameter is unknown or invalid
-    return params
-
-
-def study_folder(profile: str, params_file: Path | None = None) -> Path:
-    """Where the notebooks keep this build's results and the executed notebooks: report/<profile>/,
-    or report/<profile>-<hash>/ when a parameter file gives other numbers than the profile's."""
-    with contextlib.redirect_stdout(None):  # its note is printed once, by the notebooks
-        return from_parameters(profile_parameters(profile, params_file)).out
+    with contextlib.redirect_stdout(None) if quiet else contextlib.nullcontext():
+        study = from_parameters(dict(params))  # fail before anything runs if a parameter is unknown or invalid
+    return params, study.out
 
 
 def _say(line: str) -> None:
@@ -61,9 +58,9 @@ def execute(profile: str, params_file: Path | None = None, echo=_say) -> list[Pa
     showing their progress lines with `echo`."""
     import papermill as pm
 
-    params = profile_parameters(profile, params_file)
+    params, folder = profile_parameters(profile, params_file)
     root = project_root()
-    out = writable_folder(study_folder(profile, params_file), "report folder")
+    out = writable_folder(folder, "report folder")
     # A new log; timing.json stays, so that stages read back keep the wall time of the build that
     # computed them; results.json is replaced only when the build finishes.
     (out / "build.log").unlink(missing_ok=True)
@@ -191,7 +188,7 @@ def render(profile: str, pdf: bool = True, params_file: Path | None = None) -> d
     import nbformat
     from nbconvert import HTMLExporter, PDFExporter
 
-    out = study_folder(profile, params_file)
+    out = profile_parameters(profile, params_file, quiet=True)[1]
     executed = [out / name for name in REPORT_ORDER]
     missing = [str(p) for p in executed if not p.is_file()]
     if missing:
@@ -235,7 +232,7 @@ def check(profile: str, echo=_say) -> bool:
 
     from . import findings
 
-    profile_parameters(profile)  # an unknown profile is named as such
+    profile_parameters(profile, quiet=True)  # an unknown profile is named as such
     committed_path = project_root() / "report" / profile / "results.json"
     committed = findings.load(committed_path)
     with tempfile.TemporaryDirectory(prefix=f"vitlib-check-{profile}-") as tmp:

@@ -102,26 +102,35 @@ def save_run(out_dir: str | Path, model: torch.nn.Module, cfg: ExperimentConfig,
 def load_run(folder: str | Path) -> dict:
     """The metrics of a finished `train_and_test` run, with `test_correct` (a bool per test image)."""
     folder = Path(folder)
-    if not (folder / "metrics.json").is_file():
+    if not is_finished(folder):
         raise FileNotFoundError(f"{folder / 'metrics.json'} does not exist: that run has not finished")
     metrics = json.loads((folder / "metrics.json").read_text())
     metrics["test_correct"] = np.load(folder / "test_correct.npy")
     return metrics
 
 
+def is_finished(folder: str | Path) -> bool:
+    """Whether a run finished in `folder`: `save_run` writes metrics.json last."""
+    return (Path(folder) / "metrics.json").is_file()
+
+
 def finished_run(folder: str | Path, cfg: ExperimentConfig) -> dict | None:
     """The metrics of the run of `cfg` finished in `folder`, None when no run finished there; a run
     of other settings is refused (ValueError naming them), so that it is never overwritten."""
+    return load_run(folder) if _same_run_finished(folder, cfg) else None
+
+
+def _same_run_finished(folder: str | Path, cfg: ExperimentConfig) -> bool:
     folder = Path(folder)
-    if not (folder / "metrics.json").is_file():
-        return None  # nothing there, or a run stopped before its last file: start afresh
+    if not is_finished(folder):
+        return False  # nothing there, or a run stopped before its last file: start afresh
     try:
         stored = json.loads((folder / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{folder} holds a finished run whose config.json cannot be read ({err}). Fix: write "
                          f"to another output folder, or move {folder} away to start afresh") from None
     check_same_experiment(folder, _sections(stored), result_settings(cfg, "run"))
-    return load_run(folder)
+    return True
 
 
 def run_folder(out_dir: str | Path, name: str) -> Path:
@@ -135,7 +144,7 @@ def train_runs(runs: dict[str, ExperimentConfig], data: MNIST, out_dir: str | Pa
     and return {name: metrics} as `load_run` gives them. A run already finished there with the same
     settings is read back, not trained again; one made with other settings is refused."""
     folders = {name: run_folder(out_dir, name) for name in runs}
-    todo = [name for name, cfg in runs.items() if finished_run(folders[name], cfg) is None]
+    todo = [name for name, cfg in runs.items() if not _same_run_finished(folders[name], cfg)]
     if len(todo) < len(runs):
         reused = [n for n in runs if n not in todo]
         log(f"Reusing {len(reused)} finished run(s) from {out_dir}" + (f": {', '.join(reused)}" if len(reused) <= 3 else ""))
@@ -155,7 +164,7 @@ def train_runs(runs: dict[str, ExperimentConfig], data: MNIST, out_dir: str | Pa
         run_jobs(_train_run, [(name, runs[name], *arrays, folders[name] if local else None) for name in todo],
                  backend=backend, n_jobs=n_jobs, device=resolve_device(first.train.device), planned=len(runs),
                  dropout=any(runs[n].model.uses_dropout for n in todo), log=log, what="runs",
-                 on_result=save_returned, finished=lambda: sum((folders[n] / "metrics.json").is_file() for n in todo),
+                 on_result=save_returned, finished=lambda: sum(is_finished(folders[n]) for n in todo),
                  describe=lambda m: f"{m['name']}: test accuracy {m['test_accuracy']:.2%} ({m['train_seconds']:.0f} s)")
     return {name: load_run(folders[name]) for name in runs}
 

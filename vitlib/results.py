@@ -26,18 +26,20 @@ EXECUTION_ONLY = {"selection": ("n_jobs", "joblib_backend", "grid"), "data": ("d
 def result_settings(cfg: ExperimentConfig, scope: str) -> dict:
     """The settings, by section, that determine the numbers of a result of `scope`:
     'trial' (one fold of model selection: the folds count, the test set does not) or
-    'run' (all training images, scored on the test set: the folds do not count).
+    'run' (all training images, scored on the test set: the folds do not count) or
+    'study' (a whole profile's study: everything counts, the grid it compares included).
     The device is the one 'auto' resolves to here: CPU and GPU numbers differ by float rounding."""
-    if scope not in ("trial", "run"):
-        raise ValueError(f"scope must be 'trial' or 'run', got {scope!r}")
+    if scope not in ("trial", "run", "study"):
+        raise ValueError(f"scope must be 'trial', 'run' or 'study', got {scope!r}")
     d = cfg.to_dict()
     for section, keys in EXECUTION_ONLY.items():
         for key in keys:
-            d[section].pop(key)
+            if not (scope == "study" and key == "grid"):  # a trial or run has its point of the grid
+                d[section].pop(key)
     d["train"]["device"] = resolve_device(d["train"]["device"]).type
     if scope == "trial":
         d["data"].pop("test_limit")
-    else:
+    elif scope == "run":
         del d["selection"]
     return d
 

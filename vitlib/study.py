@@ -27,10 +27,10 @@ import torch
 from .checks import reject_unknown
 from .config import FIELD_SECTION, ExperimentConfig, build_config, load_yaml
 from .data import MNIST
-from .experiment import load_data, load_run, run_folder, train_runs
-from .results import EXECUTION_ONLY, write_json
+from .experiment import is_finished, load_data, load_run, run_folder, train_runs
+from .results import result_settings, write_json
 from .selection import SelectionResult, load_selection, select
-from .train import load_checkpoint, resolve_device
+from .train import load_checkpoint
 
 NOTEBOOKS = ["01_model_selection.ipynb", "02_final_evaluation.ipynb", "03_understanding.ipynb", "04_findings.ipynb"]
 # The reproduction and ablation: name -> preset (vitlib.config.PRESETS).
@@ -158,7 +158,7 @@ class Study:
 
     @staticmethod
     def _all_finished(runs: dict, out_dir: Path) -> bool:
-        return all((run_folder(out_dir, name) / "metrics.json").is_file() for name in runs)
+        return all(is_finished(run_folder(out_dir, name)) for name in runs)
 
     def _runs(self, runs: dict, data: MNIST | None, out_dir: Path) -> dict:
         if data is None:  # read back only
@@ -235,7 +235,7 @@ def from_parameters(namespace: dict) -> Study:
     folder = profile
     if profile_file.is_file():
         profile_config = _with_project_data_root(build_config(file_preset, from_file))
-        ours, theirs = _number_settings(config), _number_settings(profile_config)
+        ours, theirs = result_settings(config, "study"), result_settings(profile_config, "study")
         changed = sorted(k for section in ours for k in ours[section] if ours[section][k] != theirs[section][k])
         if changed:
             digest = hashlib.sha1(json.dumps(ours, sort_keys=True).encode()).hexdigest()[:8]
@@ -250,17 +250,6 @@ def _with_project_data_root(config: ExperimentConfig) -> ExperimentConfig:
     if not root.is_absolute():  # relative to the project, wherever the notebook runs from
         config = config.with_overrides(data_root=str(project_root() / root))
     return config
-
-
-def _number_settings(config: ExperimentConfig) -> dict:
-    """The settings that change a study's numbers: all but how it runs and where the data lies."""
-    settings = config.to_dict()
-    for section, keys in EXECUTION_ONLY.items():
-        for key in keys:
-            if key != "grid":  # a study's grid is what it compares: it changes the numbers
-                settings[section].pop(key)
-    settings["train"]["device"] = resolve_device(settings["train"]["device"]).type
-    return settings
 
 
 def _point(point: dict) -> str:
