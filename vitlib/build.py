@@ -19,10 +19,12 @@ from pathlib import Path
 
 from .files import writable_folder
 from .config import load_yaml
-from .study import BATCH_ENV, NOTEBOOKS, from_parameters, project_root
+from .study import BATCH_ENV, NOTEBOOKS, Study, from_parameters, project_root
 
-# The report reads its findings first; they are computed last, from everything before them.
-REPORT_ORDER = [NOTEBOOKS[-1], *NOTEBOOKS[:-1]]
+
+def report_order(notebooks: list[str]) -> list[str]:
+    """The report reads its findings first; they are computed last, from everything before them."""
+    return [notebooks[-1], *notebooks[:-1]]
 
 
 class NotebookFailed(RuntimeError):
@@ -31,11 +33,11 @@ class NotebookFailed(RuntimeError):
 PDF_PACKAGES = "texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc"
 
 
-def profile_parameters(profile: str, params_file: Path | None = None, quiet: bool = False) -> tuple[dict, Path]:
+def profile_parameters(profile: str, params_file: Path | None = None, quiet: bool = False) -> tuple[dict, Study]:
     """The notebook parameters of a profile (params/<profile>.yaml, or `params_file`), validated,
-    and the folder where its study keeps results and executed notebooks: report/<profile>/, or
-    report/<profile>-<hash>/ when a parameter file gives other numbers than the profile's (said in
-    one line unless `quiet`)."""
+    and its study: which notebooks run it and where it keeps results and executed notebooks
+    (`study.out`: report/<profile>/, or report/<profile>-<hash>/ when a parameter file gives other
+    numbers than the profile's, said in one line unless `quiet`)."""
     root = project_root()
     if params_file is None:
         params_file = root / "params" / f"{profile}.yaml"
@@ -46,7 +48,7 @@ def profile_parameters(profile: str, params_file: Path | None = None, quiet: boo
     params = {**load_yaml(params_file), "profile": profile}
     with contextlib.redirect_stdout(None) if quiet else contextlib.nullcontext():
         study = from_parameters(dict(params))  # fail before anything runs if a parameter is unknown or invalid
-    return params, study.out
+    return params, study
 
 
 def _say(line: str) -> None:
@@ -58,16 +60,16 @@ def execute(profile: str, params_file: Path | None = None, echo=_say) -> list[Pa
     showing their progress lines with `echo`."""
     import papermill as pm
 
-    params, folder = profile_parameters(profile, params_file)
-    root = project_root()
-    out = writable_folder(folder, "report folder")
+    params, study = profile_parameters(profile, params_file)
+    root, notebooks = project_root(), study.notebooks
+    out = writable_folder(study.out, "report folder")
     # A new log; timing.json stays, so that stages read back keep the wall time of the build that
     # computed them; results.json is replaced only when the build finishes.
     (out / "build.log").unlink(missing_ok=True)
     executed, start = [], time.perf_counter()
     with _batch_mode(), _kernel_stderr_to(out / "kernel.log"), _follow(out / "build.log", echo):
-        for i, name in enumerate(NOTEBOOKS, start=1):
-            echo(f"[notebook {i}/{len(NOTEBOOKS)}] {name} ({time.perf_counter() - start:.0f} s so far)")
+        for i, name in enumerate(notebooks, start=1):
+            echo(f"[notebook {i}/{len(notebooks)}] {name} ({time.perf_counter() - start:.0f} s so far)")
             target = out / name
             try:
                 _in_worker_thread(lambda: pm.execute_notebook(
@@ -77,7 +79,7 @@ def execute(profile: str, params_file: Path | None = None, echo=_say) -> list[Pa
                 raise NotebookFailed(f"{name} stopped with {err.ename}: {err.evalue} (the executed notebook, "
                                      f"with the traceback: {target})") from None
             executed.append(target)
-    echo(f"Executed {len(NOTEBOOKS)} notebooks in {time.perf_counter() - start:.0f} s; progress log: {out / 'build.log'}")
+    echo(f"Executed {len(notebooks)} notebook{'s' if len(notebooks) > 1 else ''} in {time.perf_counter() - start:.0f} s; progress log: {out / 'build.log'}")
     return executed
 
 
@@ -188,13 +190,16 @@ def render(profile: str, pdf: bool = True, params_file: Path | None = None) -> d
     import nbformat
     from nbconvert import HTMLExporter, PDFExporter
 
-    out = profile_parameters(profile, params_file, quiet=True)[1]
-    executed = [out / name for name in REPORT_ORDER]
+    study = profile_parameters(profile, params_file, quiet=True)[1]
+    out = study.out
+    executed = [out / name for name in report_order(study.notebooks)]
     missing = [str(p) for p in executed if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"executed notebooks missing: {', '.join(missing)}; run "
                                 f"`python -m vitlib report --profile {profile}` without --render-only")
-    title = f"Vision Transformers on MNIST: a course report rerun, fixed and explained ({profile} profile)"
+    title = (f"Vision Transformers on MNIST: the strongest one 2 CPU cores train in an hour ({profile} profile)"
+             if study.preset == "laptop" else
+             f"Vision Transformers on MNIST: a course report rerun, fixed and explained ({profile} profile)")
     combined = combine(executed, title)
     nbformat.write(combined, str(out / "report.ipynb"))
     written = {}

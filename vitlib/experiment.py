@@ -62,7 +62,7 @@ def train_and_test(cfg: ExperimentConfig, data: MNIST | None = None, out_dir: st
     device = resolve_device(cfg.train.device)
     model = build_model(cfg.model, cfg.train.seed, device)
     log(f"Training {count_parameters(model):,} parameters on {len(data.train_images):,} images "
-        f"for {cfg.train.epochs} epochs on {device}")
+        f"for {cfg.train.epochs} epoch{'' if cfg.train.epochs == 1 else 's'} on {device}")
     scored_on = "validation" if cfg.data.validation_size else "test"  # the metrics' test_* keys hold its scores
 
     def report(row):
@@ -165,7 +165,8 @@ def train_runs(runs: dict[str, ExperimentConfig], data: MNIST, out_dir: str | Pa
                  backend=backend, n_jobs=n_jobs, device=resolve_device(first.train.device), planned=len(runs),
                  dropout=any(runs[n].model.uses_dropout for n in todo), log=log, what="runs",
                  on_result=save_returned, finished=lambda: sum(is_finished(folders[n]) for n in todo),
-                 describe=lambda m: f"{m['name']}: test accuracy {m['test_accuracy']:.2%} ({m['train_seconds']:.0f} s)")
+                 describe=lambda m: f"{m['name']}: {m['scored_on']} accuracy {m['test_accuracy']:.2%} "
+                                           f"({m['train_seconds']:.0f} s)")
     return {name: load_run(folders[name]) for name in runs}
 
 
@@ -184,7 +185,8 @@ def _train_run(name: str, cfg: ExperimentConfig, train_images: np.ndarray, train
     arrays = (train_images, train_labels, test_images, test_labels)
     data = MNIST(*(torch.from_numpy(np.array(a)) for a in arrays))  # a writable copy of a read-only map
     model, metrics = train_and_test(cfg, data, folder, progress=False, log=lambda *a: None)
-    summary = {"name": name, "test_accuracy": metrics["test_accuracy"], "train_seconds": metrics["train_seconds"]}
+    summary = {"name": name, "test_accuracy": metrics["test_accuracy"], "train_seconds": metrics["train_seconds"],
+               "scored_on": metrics["scored_on"]}
     if folder is None:
         summary.update(weights={k: v.cpu() for k, v in model.state_dict().items()}, metrics=metrics)
     return summary

@@ -110,8 +110,8 @@ def discussion(results: dict) -> Markdown:
     return Markdown("\n\n".join(parts))
 
 
-def rebuild_note(profile: str) -> Markdown:
-    return Markdown(f"Tables 8 and 9 give the settings and the machine. `make report PROFILE={profile}` rebuilds "
+def rebuild_note(profile: str, tables: str = "Tables 8 and 9") -> Markdown:
+    return Markdown(f"{tables} give the settings and the machine. `make report PROFILE={profile}` rebuilds "
                     f"this report; `make check-report PROFILE={profile}` rebuilds it in a temporary folder and "
                     f"compares every number with the committed `results.json`.")
 
@@ -146,7 +146,9 @@ def environment_table(results: dict, number: int) -> Table:
             ("CPU", f"{m['cpu']} ({m['cores']} cores, {m['arch']})"), ("Python", m["python"])]
     rows += [(lib, m[lib]) for lib in m if lib not in ("cpu", "cpu_flags", "cores", "arch", "python")]
     names = {"selection_seconds": "model selection", "final_seconds": "final model",
-             "seeds_seconds": "more seeds and the runner-up", "ablation_seconds": "reproduction and ablation"}
+             "seeds_seconds": "more seeds and the runner-up", "ablation_seconds": "reproduction and ablation",
+             "candidates_seconds": "the candidates on the validation split",
+             "ingredients_seconds": "the ingredient runs", "final_train_seconds": "training the final model"}
     for key, label in names.items():
         if key in built["wall_seconds"]:
             seconds = built["wall_seconds"][key]

@@ -217,3 +217,18 @@ def per_class_accuracy(accuracy: torch.Tensor) -> plt.Figure:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def validation_curves(runs: dict[str, dict]) -> plt.Figure:
+    """Validation error per epoch of each run (log scale: the last tenths of a percent matter)."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    for name, m in runs.items():
+        h = pd.DataFrame(m["history"])
+        ax.plot(h["epoch"], h["eval_error"] * 100, "-", label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation error (%), log scale")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return fig

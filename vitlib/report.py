@@ -319,3 +319,137 @@ def ablation_conclusion(results: dict[str, list[dict]], claimed: float, table: i
     text += (f" The widest spread over seeds is that of *{widest}*, a standard deviation of "
              f"{stats[widest][1]:.2%}; with {n} seeds per row, that ranking is itself uncertain.")
     return Markdown(text)
+
+
+# The laptop report (notebook 05, vitlib.laptop): the recipe, its choice on the validation split,
+# its ingredients, the final model.
+
+def _seconds_per_epoch(metrics: dict) -> float:
+    """Median seconds per epoch, training and scoring: the first epoch also compiles."""
+    return float(pd.Series([h["seconds"] for h in metrics["history"]]).median())
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def recipe_table(config: ExperimentConfig, parameters: int, number: int) -> Table:
+    m, t = config.model, config.train
+    side = m.image_size // m.patch_size
+    augmentation = (f"random rotation ±{t.aug_degrees:g}°, shift ±{t.aug_translate:.0%}, zoom ±{t.aug_scale:.0%}"
+                    if t.aug_degrees or t.aug_translate or t.aug_scale else "none")
+    rows = [
+        ("patches", f"{m.patch_size}×{m.patch_size} pixels, {side * side} tokens + a class token, linear embedding"),
+        ("encoder", f"{m.depth} pre-norm blocks, width {m.embed_dim}, {m.num_heads} heads, MLP {m.mlp_hidden_dim}"),
+        ("parameters", f"{parameters:,}"),
+        ("optimizer", f"{t.optimizer}, peak lr {t.lr:g}, weight decay {t.weight_decay:g}, batch {t.batch_size}"),
+        ("schedule", f"{t.lr_schedule}" + (f" after {t.warmup_epochs:g} warmup epochs" if t.warmup_epochs else "")
+         + f", {_plural(t.epochs, 'epoch')}"),
+        ("regularization", f"label smoothing {t.label_smoothing:g}, stochastic depth {m.drop_path_rate:g}"),
+        ("augmentation", augmentation + " (on tensors, one affine grid per batch)"),
+        ("weights kept", f"exponential moving average, decay {t.ema_decay:g}" if t.ema_decay else "the last ones"),
+        ("execution", ("torch.compile, " if t.compile else "eager, ") + ("bfloat16 autocast" if t.amp else "float32")),
+    ]
+    return Table(pd.DataFrame(rows, columns=["", "the laptop recipe"]),
+                 f"Table {number}. The recipe (preset `laptop`)", widths={"the laptop recipe": "11cm"})
+
+
+def candidates_table(candidates: dict[str, dict], chosen: str, number: int) -> Table:
+    rows = [(("▶ " if name == chosen else "") + name, f"{m['parameters']:,}", len(m["history"]),
+             f"{_seconds_per_epoch(m):.0f}", m["test_error"], round(m["test_error"] * m["n_test"]))
+            for name, m in candidates.items()]
+    n_val, n_train = next(iter(candidates.values()))["n_test"], next(iter(candidates.values()))["n_train"]
+    df = pd.DataFrame(rows, columns=["recipe", "parameters", "epochs", "s / epoch", "validation error", "wrong"])
+    return Table(df, f"Table {number}. The candidates, trained on {n_train:,} training images and scored on the "
+                     f"{n_val:,} held out (▶ chosen: the lowest validation error)",
+                 formats={"validation error": "{:.2%}"}, widths={"recipe": "5.2cm"})
+
+
+def candidates_text(candidates: dict[str, dict], chosen: str, table: int, figure: int) -> Markdown:
+    first = next(iter(candidates.values()))
+    n = first["n_test"]
+    err = candidates[chosen]["test_error"]
+    lo, hi = wilson_interval(round((1 - err) * n), n)
+    others = [name for name in candidates if name != chosen]
+    text = (f"Table {table} and Figure {figure}: *{chosen}* reaches the lowest validation error, "
+            f"{err:.2%} ({round(err * n)} of {n:,} held-out digits wrong; 95% interval of the accuracy "
+            f"{lo:.2%} – {hi:.2%}), against " + ", ".join(f"{candidates[o]['test_error']:.2%} for *{o}*"
+                                                            for o in others) + ". ")
+    text += ("The candidates ran two at a time, one thread each, so their seconds per epoch compare them with "
+             "each other, not with the final model's. The test set played no part: the final model below is this "
+             "recipe, trained once on all training images.")
+    return Markdown(text)
+
+
+def ingredients_table(rows: dict[str, dict], number: int) -> Table:
+    base = rows["all ingredients"]["test_error"]
+    table = [(name, m["test_error"], "" if name == "all ingredients" else f"{(m['test_error'] - base) * 100:+.2f}",
+              f"{_seconds_per_epoch(m):.0f}") for name, m in rows.items()]
+    first = next(iter(rows.values()))
+    df = pd.DataFrame(table, columns=["run", "validation error", "change (points)", "s / epoch"])
+    return Table(df, f"Table {number}. What each ingredient buys: the chosen recipe without it, "
+                     f"{_plural(len(first['history']), 'epoch')}, scored on the {first['n_test']:,} held-out "
+                     f"training images (one seed; + means worse without it)",
+                 formats={"validation error": "{:.2%}"}, widths={"run": "6.5cm"})
+
+
+def ingredients_text(rows: dict[str, dict], full_epochs: int, table: int) -> Markdown:
+    base = rows["all ingredients"]
+    n = base["n_test"]
+    p = base["test_error"]
+    noise = (2 * p * (1 - p) / n) ** 0.5  # std of the difference of two independent error rates on n images
+    changes = {name: m["test_error"] - p for name, m in rows.items() if name != "all ingredients"}
+    helped = sorted((k for k in changes if changes[k] > 2 * noise), key=changes.get, reverse=True)
+    hurt = [k for k in changes if changes[k] < -2 * noise]
+    epochs = len(base["history"])
+    text = (f"Table {table}: each row removes one ingredient from the chosen recipe and trains it for {epochs} of "
+            f"the recipe's {full_epochs} epochs on the same split. With {n:,} validation images, a difference "
+            f"of two error rates near {p:.2%} has a standard deviation of about {noise * 100:.2f} points, so only "
+            f"changes beyond {2 * noise * 100:.2f} points are told apart from noise. ")
+    if helped:
+        text += "Removing " + ", ".join(f"*{k.removeprefix('without ')}* ({changes[k] * 100:+.2f})" for k in helped) + \
+            " costs more than that. "
+    else:
+        text += "No single removal costs more than that at this schedule. "
+    if hurt:
+        text += ("At this short schedule, " + ", ".join(f"*{k}* ({changes[k] * 100:+.2f})" for k in hurt) +
+                 " even does better: regularizers pay off over long training, which these runs do not reach. ")
+    text += "One seed per row: a rerun with another seed would move each row by about the same noise."
+    return Markdown(text)
+
+
+def laptop_final_table(metrics: dict, number: int) -> Table:
+    n = metrics["n_test"]
+    wrong = round(metrics["test_error"] * n)
+    run = metrics["run"]
+    rows = [("parameters", f"{metrics['parameters']:,}"),
+            ("training images", f"{metrics['n_train']:,} (all; nothing held out)"),
+            ("epochs", str(len(metrics["history"]))),
+            ("training time (wall clock, test pass after each epoch included)",
+             f"{_minutes(metrics['train_seconds'])} ({_seconds_per_epoch(metrics):.0f} s per epoch)"),
+            ("machine", f"{run['device_name']}, {run['cpu_threads']} threads, {run['device']}, torch {run['torch']}"),
+            ("test accuracy", f"{metrics['test_accuracy']:.2%} ({wrong} of {n:,} digits wrong)"),
+            ("95% interval (Wilson)", _interval_text(metrics["test_accuracy"], n))]
+    return Table(pd.DataFrame(rows, columns=["", "the laptop model"]),
+                 f"Table {number}. The final model: the chosen recipe trained once on all training images and "
+                 f"tested once", widths={"": "5.5cm", "the laptop model": "9cm"})
+
+
+def laptop_abstract(results: dict, final: dict, config: ExperimentConfig) -> Markdown:
+    n = results["numbers"]
+    p = config.model.patch_size
+    acc, lo, hi = (n[k]["value"] for k in ("final.test_accuracy", "final.test_accuracy.ci_low",
+                                           "final.test_accuracy.ci_high"))
+    return Markdown(
+        f"A Vision Transformer trained from scratch on MNIST — {p}×{p}-pixel patches embedded linearly, no "
+        f"convolution, no pre-training, no extra data — reaches **{acc:.2%} test accuracy** (95% interval "
+        f"{lo:.2%} – {hi:.2%}) with {n['final.parameters']['value']:,} parameters, after "
+        f"{_minutes(final['train_seconds'])} of training on {final['run']['cpu_threads']} CPU threads "
+        f"({final['run']['device_name']}). The recipe, *{n['laptop.chosen']['value']}*, was chosen on 5,000 "
+        f"training images held out for validation; the test set was used once, for the number above.")
+
+
+def laptop_checkpoint_note(folder: str) -> Markdown:
+    return Markdown(f"The checkpoint, its configuration and metrics are in `{folder}/`; "
+                    f"`python -m vitlib evaluate {folder}/checkpoint.pt` scores it again in seconds, and "
+                    f"`python -m vitlib train --preset laptop --out runs/laptop` trains it again.")

@@ -33,6 +33,8 @@ from .selection import SelectionResult, load_selection, select
 from .train import load_checkpoint
 
 NOTEBOOKS = ["01_model_selection.ipynb", "02_final_evaluation.ipynb", "03_understanding.ipynb", "04_findings.ipynb"]
+# A profile of the `laptop` preset is a study of its own (vitlib.laptop), in one notebook.
+LAPTOP_NOTEBOOKS = ["05_laptop.ipynb"]
 # The reproduction and ablation: name -> preset (vitlib.config.PRESETS).
 ABLATION = {"original (head softmax, as in the report)": "original",
             "original without the head softmax": "seed",
@@ -70,6 +72,11 @@ class Study:
     @property
     def out(self) -> Path:
         return results_dir(self.folder or self.profile)
+
+    @property
+    def notebooks(self) -> list[str]:
+        """The notebooks that run this study, in order (the last one gathers its findings)."""
+        return LAPTOP_NOTEBOOKS if self.preset == "laptop" else NOTEBOOKS
 
     def load_data(self) -> MNIST:
         return load_data(self.config)

@@ -1,0 +1,112 @@
+"""The laptop study (vitlib.laptop): the committed checkpoint, the rule that its recipe is the one
+the validation split chose, and notebook 05 end to end on a slice of MNIST."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vitlib import laptop
+from vitlib.config import PRESETS, build_config
+from vitlib.study import Study
+
+from conftest import DATA_ROOT
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINT = ROOT / "checkpoints" / "laptop" / "checkpoint.pt"
+RESULTS = ROOT / "report" / "laptop" / "results.json"
+
+
+@pytest.mark.mnist
+def test_the_committed_laptop_model_scores_at_least_99_5_percent():
+    """What the README promises: `python -m vitlib evaluate checkpoints/laptop/checkpoint.pt`."""
+    assert CHECKPOINT.is_file() and CHECKPOINT.stat().st_size < 5e6
+    run = subprocess.run([sys.executable, "-m", "vitlib", "evaluate", str(CHECKPOINT), "--data-root", DATA_ROOT,
+                          "--json"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    scored = json.loads(run.stdout)
+    assert scored["n_test"] == 10_000 and scored["test_accuracy"] >= 0.995
+    metrics = json.loads((CHECKPOINT.parent / "metrics.json").read_text())
+    assert metrics["test_accuracy"] == scored["test_accuracy"]  # the same number it was committed with
+    assert metrics["scored_on"] == "test" and metrics["n_train"] == 60_000
+    assert metrics["train_seconds"] <= 3600  # the hour the recipe is sized for, on the machine that trained it
+
+
+def test_the_committed_checkpoint_is_the_laptop_preset():
+    config = json.loads((CHECKPOINT.parent / "config.json").read_text())
+    flat = {k: v for section in config.values() for k, v in section.items()}
+    preset = build_config("laptop").flat()
+    differ = {k: (flat[k], preset[k]) for k in preset if k != "data_root" and flat.get(k) != preset[k]}
+    assert not differ, f"checkpoints/laptop was not trained with PRESETS['laptop']: {differ}"
+
+
+def test_the_laptop_preset_is_the_candidate_the_validation_split_chose():
+    results = json.loads(RESULTS.read_text())
+    chosen = results["numbers"]["laptop.chosen"]["value"]
+    errors = {k[len("candidate.val_error["):-1]: v["value"] for k, v in results["numbers"].items()
+              if k.startswith("candidate.val_error[")}
+    assert chosen == min(errors, key=errors.get) and set(errors) == set(laptop.CANDIDATES)
+    assert {k: PRESETS["laptop"][k] for k in laptop.CANDIDATES[chosen]} == laptop.CANDIDATES[chosen]
+
+
+def _fake(error: float) -> dict:
+    return {"test_error": error}
+
+
+def test_a_final_recipe_other_than_the_chosen_one_is_refused():
+    study = laptop.LaptopStudy(Study("laptop", "laptop", build_config("laptop")))
+    four, seven = laptop.CANDIDATES
+    study.check_preset_is_chosen({four: _fake(0.004), seven: _fake(0.005)})  # the preset's own candidate wins
+    with pytest.raises(ValueError, match=r"chose '7×7.*patch_size 4 instead of 7.*Fix: make PRESETS"):
+        study.check_preset_is_chosen({four: _fake(0.006), seven: _fake(0.005)})
+
+
+def test_candidates_and_ingredients_use_the_validation_split_and_scale_with_the_profile(tiny_data):
+    cfg = build_config("laptop", {"epochs": PRESETS["laptop"]["epochs"] // 5})
+    study = laptop.LaptopStudy(Study("laptop", "laptop", cfg))
+    runs = study.candidate_configs(tiny_data)
+    assert [c.data.validation_size for c in runs.values()] == [len(tiny_data.train_images) // 12] * 2
+    assert [c.train.epochs for c in runs.values()] == [laptop.CANDIDATES[n]["epochs"] // 5 for n in runs]
+    rows = study.ingredient_configs(tiny_data, {n: _fake(0.01) for n in runs})
+    assert set(rows) == set(laptop.INGREDIENTS)
+    assert rows["without augmentation"].train.aug_degrees == 0 and rows["all ingredients"].train.aug_degrees > 0
+    assert {c.train.epochs for c in rows.values()} == {laptop.INGREDIENT_EPOCHS // 5}
+
+
+@pytest.mark.mnist
+def test_the_laptop_notebook_runs_end_to_end_on_a_slice(tmp_path):
+    """Notebook 05 as `make report PROFILE=laptop` runs it, on 1,200 images for 1 epoch: a study of
+    other numbers, so its final model goes to its own folder, not checkpoints/laptop."""
+    params = tmp_path / "laptop-slice.yaml"
+    params.write_text("preset: laptop\nepochs: 1\ntrain_limit: 1200\ntest_limit: 400\ncompile: false\n"
+                      "n_jobs: 2\njoblib_backend: loky\n")
+    before = CHECKPOINT.stat().st_mtime if CHECKPOINT.is_file() else None
+    args = ["report", "--profile", "laptop", "--params", str(params)] + ([] if shutil.which("xelatex") else ["--no-pdf"])
+    run = subprocess.run([sys.executable, "-m", "vitlib", *args], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "VITLIB_REPORT_DIR": str(tmp_path / "report")}, timeout=1200)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = next((tmp_path / "report").glob("laptop-*"))
+    assert "[notebook 1/1] 05_laptop.ipynb" in run.stdout
+    results = json.loads((out / "results.json").read_text())
+    numbers = results["numbers"]
+    assert numbers["final.n_train"]["value"] == 1200 and numbers["final.n_test"]["value"] == 400
+    for name in laptop.CANDIDATES:
+        metrics = json.loads((out / "candidates" / f"{_folder(name)}" / "metrics.json").read_text())
+        assert metrics["scored_on"] == "validation" and metrics["n_test"] == 100 and metrics["n_train"] == 1100
+    assert len(list((out / "ingredients").glob("*/metrics.json"))) == len(laptop.INGREDIENTS)
+    assert (out / "final" / "checkpoint.pt").is_file()
+    assert (CHECKPOINT.stat().st_mtime if CHECKPOINT.is_file() else None) == before
+    page = (out / "report.html").read_text()
+    for needle in ("The recipe", "Table 3. What each ingredient buys", "Figure 4.", "Confusion matrix"):
+        assert needle in page
+    assert "Traceback" not in page and str(tmp_path) not in page
+
+
+def _folder(name: str) -> str:
+    from vitlib.experiment import run_folder
+
+    return run_folder(".", name).name

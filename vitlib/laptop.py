@@ -1,0 +1,189 @@
+"""The laptop study (issue 12): the strongest pure Vision Transformer that 2 CPU cores train in an
+hour. The recipe is chosen on a validation split cut from the training set, then trained once on
+all 60,000 training images and tested once; the test set chooses nothing.
+
+Notebook 05 runs it for the `laptop` profile. Under report/laptop/ (each file has one writer here
+and one reader), beside build.log, timing.json and results.json as for every profile:
+
+    candidates/<name>/   candidates(): each recipe of CANDIDATES trained on the training set less
+                         a held-out twelfth (5,000 images) and scored on that twelfth; the lowest
+                         validation error wins, and PRESETS["laptop"] must be the winner
+    ingredients/<name>/  ingredients(): the winner without one ingredient each (INGREDIENTS), on
+                         the same split, over a shorter schedule
+
+The final model is committed in checkpoints/laptop/: `python -m vitlib train --preset laptop
+--out checkpoints/laptop` writes it, and final() trains it there or reads it back. (A study of
+other numbers, or one in $VITLIB_REPORT_DIR, keeps its final model in its own final/ folder.)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import PRESETS, ExperimentConfig
+from .data import MNIST
+from .experiment import finished_run, is_finished, load_data, load_run, run_folder, train_and_test
+from .stats import wilson_interval
+from .study import Study, from_parameters as study_from_parameters, project_root
+from .train import load_checkpoint
+
+# The recipes compared on the validation split. Each names every setting it differs in, so that
+# whichever wins, the others keep their meaning. Their epochs give about the same hour: on 2 CPU
+# cores a 7x7-patch model (16 tokens) trains ~1.4x more images per second than a 4x4 one (49).
+CANDIDATES = {
+    "4×4 patches, width 64, 50 epochs": dict(patch_size=4, embed_dim=64, num_heads=4, depth=6,
+                                             mlp_hidden_dim=128, epochs=50),
+    "7×7 patches, width 128, 70 epochs": dict(patch_size=7, embed_dim=128, num_heads=4, depth=6,
+                                              mlp_hidden_dim=256, epochs=70),
+}
+# What each ingredient of the recipe buys: the winner without it, on the same validation split.
+INGREDIENTS = {
+    "all ingredients": {},
+    "without augmentation": dict(aug_degrees=0.0, aug_translate=0.0, aug_scale=0.0),
+    "without label smoothing": dict(label_smoothing=0.0),
+    "without stochastic depth": dict(drop_path_rate=0.0),
+    "without the weight EMA": dict(ema_decay=0.0),
+    "Adam at a constant rate (no AdamW, warmup, cosine)": dict(optimizer="adam", weight_decay=0.0,
+                                                               lr_schedule="constant", warmup_epochs=0.0),
+}
+INGREDIENT_EPOCHS = 15  # of the winner's schedule: the ablation costs 6 short runs, not 6 hours
+VALIDATION_FRACTION = 12  # hold out 1/12 of the training images: 5,000 of 60,000
+
+
+@dataclass
+class LaptopStudy:
+    study: Study  # the profile's settings (the final recipe), folder, log and timing
+
+    @property
+    def config(self) -> ExperimentConfig:
+        return self.study.config
+
+    def _scaled(self, epochs: int) -> int:
+        """`epochs` of the preset's schedule, scaled when the profile shortens it (tests: 1 epoch)."""
+        return max(1, round(epochs * self.config.train.epochs / PRESETS["laptop"]["epochs"]))
+
+    def _validation_config(self, data: MNIST, **overrides) -> ExperimentConfig:
+        size = len(data.train_images) // VALIDATION_FRACTION
+        return self.config.with_overrides(validation_size=size, **overrides)
+
+    def candidate_configs(self, data: MNIST) -> dict[str, ExperimentConfig]:
+        return {name: self._validation_config(data, **{**c, "epochs": self._scaled(c["epochs"])})
+                for name, c in CANDIDATES.items()}
+
+    def candidates(self, data: MNIST | None = None) -> dict[str, dict]:
+        """{candidate: metrics on the validation split}, trained (with `data`) or read back."""
+        data = data if data is not None else self.study.load_data()
+        runs = self.candidate_configs(data)
+        return self._runs("candidates", runs, data, f"Candidates: {len(runs)} recipes on the validation split")
+
+    def chosen(self, candidates: dict[str, dict]) -> str:
+        """The candidate with the lowest validation error (the first on a tie)."""
+        return min(candidates, key=lambda name: candidates[name]["test_error"])
+
+    def check_preset_is_chosen(self, candidates: dict[str, dict]) -> None:
+        """The final model must be the recipe the validation split chose: refuse to go on otherwise."""
+        name = self.chosen(candidates)
+        differ = {k: (self.config.flat()[k], v) for k, v in CANDIDATES[name].items()
+                  if k != "epochs" and self.config.flat()[k] != v}
+        if self._scaled(CANDIDATES[name]["epochs"]) != self.config.train.epochs:
+            differ["epochs"] = (self.config.train.epochs, CANDIDATES[name]["epochs"])
+        if differ:
+            said = ", ".join(f"{k} {a!r} instead of {b!r}" for k, (a, b) in differ.items())
+            raise ValueError(f"the validation split chose {name!r}, but this study's final recipe has {said}. Fix: "
+                             f"make PRESETS['laptop'] in vitlib/config.py that candidate")
+
+    def ingredient_configs(self, data: MNIST, candidates: dict[str, dict]) -> dict[str, ExperimentConfig]:
+        chosen = CANDIDATES[self.chosen(candidates)]
+        base = {**chosen, "epochs": self._scaled(INGREDIENT_EPOCHS)}
+        return {name: self._validation_config(data, **{**base, **change}) for name, change in INGREDIENTS.items()}
+
+    def ingredients(self, candidates: dict[str, dict], data: MNIST | None = None) -> dict[str, dict]:
+        """{row: metrics on the validation split}: the chosen recipe without one ingredient each."""
+        data = data if data is not None else self.study.load_data()
+        runs = self.ingredient_configs(data, candidates)
+        return self._runs("ingredients", runs, data, f"Ingredients: {len(runs)} runs on the validation split")
+
+    def final_folder(self) -> Path:
+        root = project_root()
+        if self.study.out.resolve() == (root / "report" / "laptop").resolve():
+            return root / "checkpoints" / "laptop"
+        return self.study.out / "final"
+
+    def final_label(self) -> str:
+        """The final model's folder as the report names it, relative to the project."""
+        committed = self.final_folder().name == "laptop"
+        return "checkpoints/laptop" if committed else f"report/{self.study.folder or self.study.profile}/final"
+
+    def final(self, data: MNIST | None = None) -> dict:
+        """The recipe trained once on all training images and tested once (read back if it is there)."""
+        folder = self.final_folder()
+        metrics = finished_run(folder, self.config)
+        if metrics is not None or data is None:
+            return metrics if metrics is not None else load_run(folder)
+        self.study.log(f"Final model: the laptop recipe on all {len(data.train_images):,} training images")
+        start = time.perf_counter()
+        train_and_test(self.config, data, folder, progress=False, log=self.study.log)
+        self.study._save_timing("final_seconds", start)
+        return load_run(folder)
+
+    def final_model(self) -> torch.nn.Module:
+        return load_checkpoint(self.final_folder() / "checkpoint.pt")[0]
+
+    def _runs(self, stage: str, runs: dict[str, ExperimentConfig], data: MNIST, what: str) -> dict[str, dict]:
+        out = self.study.out / stage
+        if all(is_finished(run_folder(out, name)) for name in runs):
+            return {name: load_run(run_folder(out, name)) for name in runs}
+        self.study.log(what)
+        start = time.perf_counter()
+        validation = load_data(next(iter(runs.values())))  # every run of a stage has the same split
+        done = self.study._runs(runs, validation, out)
+        self.study._save_timing(f"{stage}_seconds", start)
+        return done
+
+    def write_findings(self) -> dict:
+        from . import findings
+
+        results = gather(self)
+        findings.save(results, self.study.out / "results.json")
+        return results
+
+
+def from_parameters(namespace: dict) -> LaptopStudy:
+    """The notebook's parameters (see `vitlib.study.from_parameters`) as a laptop study."""
+    return LaptopStudy(study_from_parameters(namespace))
+
+
+def gather(laptop: LaptopStudy) -> dict:
+    """Every number the laptop report states, for results.json (as `findings.gather` for the others)."""
+    from .findings import _commit, _number, machine
+
+    candidates = laptop.candidates()
+    chosen = laptop.chosen(candidates)
+    numbers = {"laptop.chosen": _number(chosen, kind="text", label="the recipe the validation split chose")}
+    for name, m in candidates.items():
+        numbers[f"candidate.val_error[{name}]"] = _number(m["test_error"], label=f"{name}: validation error")
+        numbers[f"candidate.parameters[{name}]"] = _number(m["parameters"], kind="count", label=f"{name}: parameters")
+    rows = laptop.ingredients(candidates)
+    for name, m in rows.items():
+        numbers[f"ingredient.val_error[{name}]"] = _number(m["test_error"], label=f"{name}: validation error")
+    final = laptop.final()
+    n = final["n_test"]
+    lo, hi = wilson_interval(round(final["test_accuracy"] * n), n)
+    spread = (hi - lo) / 2  # one seed: the test set's own uncertainty is the spread the report states
+    numbers.update({
+        "final.test_accuracy": _number(final["test_accuracy"], spread, label="the laptop model's test accuracy"),
+        "final.test_accuracy.ci_low": _number(lo, spread, label="its 95% Wilson interval, low end"),
+        "final.test_accuracy.ci_high": _number(hi, spread, label="its 95% Wilson interval, high end"),
+        "final.parameters": _number(final["parameters"], kind="count", label="the laptop model's parameters"),
+        "final.n_train": _number(final["n_train"], kind="count", label="training images"),
+        "final.n_test": _number(n, kind="count", label="test images"),
+    })
+    wall = {k: round(v, 1) for k, v in laptop.study.timing().items() if k.endswith("_seconds")}
+    wall["final_train_seconds"] = round(final["train_seconds"], 1)
+    return {"profile": laptop.study.profile, "numbers": numbers,
+            "built": {"commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                      "machine": machine(), "final_run": final["run"], "wall_seconds": wall}}
