@@ -41,8 +41,14 @@ def machine(device: torch.device) -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    info = {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "torch": torch.__version__, "device": str(device)}
+    info = {
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": str(device),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -120,10 +126,16 @@ def seed_profile(device: torch.device, overrides: dict) -> dict:
         result = select(cfg, data, tmp, progress=False)
         t_select = time.perf_counter() - start
         _, metrics = train_and_test(cfg.with_overrides(result.best), data, progress=False, log=lambda *a: None)
-    return {"selection_seconds": t_select, "total_seconds": time.perf_counter() - start, "best": result.best,
-            "val_error_mean": result.summary["val_error_mean"].round(4).tolist(),
-            "test_accuracy": metrics["test_accuracy"], "n_jobs": n_jobs, "compile": compile,
-            "joblib_backend": backend}
+    return {
+        "selection_seconds": t_select,
+        "total_seconds": time.perf_counter() - start,
+        "best": result.best,
+        "val_error_mean": result.summary["val_error_mean"].round(4).tolist(),
+        "test_accuracy": metrics["test_accuracy"],
+        "n_jobs": n_jobs,
+        "compile": compile,
+        "joblib_backend": backend,
+    }
 
 
 def main() -> None:
@@ -152,10 +164,14 @@ def main() -> None:
         rate = throughput(torch.compile(build_model(model_cfg, 0, device)), device, 128, args.seconds)
         rows.append(("vitlib + torch.compile", 128, rate))
 
-    results = {"machine": machine(device), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "model": "seed preset (depth 3, MLP 16, embed 8, 2 heads, 4x4 patches)",
-               "throughput": [{"implementation": n, "batch": b, "samples_per_s": r, "ratio_to_original": r / ref_rate}
-                              for n, b, r in rows]}
+    results = {
+        "machine": machine(device),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": "seed preset (depth 3, MLP 16, embed 8, 2 heads, 4x4 patches)",
+        "throughput": [
+            {"implementation": n, "batch": b, "samples_per_s": r, "ratio_to_original": r / ref_rate} for n, b, r in rows
+        ],
+    }
     print(f"\nMachine: {results['machine']}")
     print(f"\n{'implementation':52} {'batch':>5} {'samples/s':>11} {'x original':>10}")
     for n, b, r in rows:
@@ -173,13 +189,19 @@ def main() -> None:
         if device.type == "cuda":
             prof["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 1e9
         results["seed_profile"] = prof
-        print(f"\nseed profile (selection 4 configs x 3 folds x 5 epochs + final 5 epochs; n_jobs={prof['n_jobs']}, "
-              f"{prof['joblib_backend']}, compile={prof['compile']}):")
-        print(f"  wall time {prof['total_seconds']:.0f} s (selection {prof['selection_seconds']:.0f} s), "
-              f"peak memory {prof['peak_pss_gb']:.2f} GB (process tree PSS; RSS summed {prof['peak_rss_sum_gb']:.2f} GB)"
-              + (f", GPU {prof['peak_gpu_gb']:.2f} GB" if "peak_gpu_gb" in prof else ""))
-        print(f"  best {prof['best']}, validation errors {prof['val_error_mean']}, "
-              f"test accuracy {prof['test_accuracy']:.2%}")
+        print(
+            f"\nseed profile (selection 4 configs x 3 folds x 5 epochs + final 5 epochs; n_jobs={prof['n_jobs']}, "
+            f"{prof['joblib_backend']}, compile={prof['compile']}):"
+        )
+        print(
+            f"  wall time {prof['total_seconds']:.0f} s (selection {prof['selection_seconds']:.0f} s), "
+            f"peak memory {prof['peak_pss_gb']:.2f} GB (process tree PSS; RSS summed {prof['peak_rss_sum_gb']:.2f} GB)"
+            + (f", GPU {prof['peak_gpu_gb']:.2f} GB" if "peak_gpu_gb" in prof else "")
+        )
+        print(
+            f"  best {prof['best']}, validation errors {prof['val_error_mean']}, "
+            f"test accuracy {prof['test_accuracy']:.2%}"
+        )
 
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"bench-{device.type}-{datetime.now():%Y%m%d-%H%M%S}.json"

@@ -19,9 +19,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
-
 from bench import ROOT, machine
+
 from vitlib.config import build_config
 from vitlib.experiment import load_data, train_and_test
 from vitlib.train import build_model, evaluate, fit, resolve_device
@@ -58,25 +57,38 @@ def main() -> None:
     test_pass = time.perf_counter() - start
     epoch = len(data.train_images) / rows[0]["images_per_s"] + test_pass
     projected = base.train.epochs * epoch
-    results = {"machine": machine(device), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "recipe": base.flat(), "throughput": rows, "test_pass_seconds": test_pass,
-               "projected_train_seconds": projected}
+    results = {
+        "machine": machine(device),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "recipe": base.flat(),
+        "throughput": rows,
+        "test_pass_seconds": test_pass,
+        "projected_train_seconds": projected,
+    }
     print(f"\nMachine: {results['machine']}")
     print(f"\n{'run':34} {'batch':>5} {'images/s':>9}")
     for r in rows:
         print(f"{r['run']:34} {r['batch']:>5} {r['images_per_s']:>9,.0f}")
-    print(f"\nprojected training time: {base.train.epochs} epochs x ({len(data.train_images):,} images at "
-          f"{rows[0]['images_per_s']:,.0f}/s + a {test_pass:.1f} s test pass) = {projected / 60:.1f} min")
+    print(
+        f"\nprojected training time: {base.train.epochs} epochs x ({len(data.train_images):,} images at "
+        f"{rows[0]['images_per_s']:,.0f}/s + a {test_pass:.1f} s test pass) = {projected / 60:.1f} min"
+    )
 
     if args.train:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             _, metrics = train_and_test(base, data, tmp, progress=False, log=lambda *a: None)
             wall = time.perf_counter() - start
-        results["train"] = {"wall_seconds": wall, "train_seconds": metrics["train_seconds"],
-                            "test_accuracy": metrics["test_accuracy"], "parameters": metrics["parameters"]}
-        print(f"whole training: {wall / 60:.1f} min wall ({metrics['train_seconds'] / 60:.1f} min in training), "
-              f"test accuracy {metrics['test_accuracy']:.2%}")
+        results["train"] = {
+            "wall_seconds": wall,
+            "train_seconds": metrics["train_seconds"],
+            "test_accuracy": metrics["test_accuracy"],
+            "parameters": metrics["parameters"],
+        }
+        print(
+            f"whole training: {wall / 60:.1f} min wall ({metrics['train_seconds'] / 60:.1f} min in training), "
+            f"test accuracy {metrics['test_accuracy']:.2%}"
+        )
 
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"laptop-{device.type}-{datetime.now():%Y%m%d-%H%M%S}.json"

@@ -16,7 +16,7 @@ def synthetic_digits(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]
     images = torch.randint(0, 60, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
     for k in range(10):
         r, c = divmod(k, 3)
-        images[labels == k, :, r * 7:r * 7 + 8, c * 9:c * 9 + 8] = 255
+        images[labels == k, :, r * 7 : r * 7 + 8, c * 9 : c * 9 + 8] = 255
     return images, labels
 
 

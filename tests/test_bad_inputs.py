@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DATA_ROOT
 from PIL import Image
 
-from conftest import DATA_ROOT
 from vitlib.cli import main
 
 pytestmark = pytest.mark.mnist
@@ -49,11 +49,15 @@ def make_file(kind: str, like: Path, folder: Path) -> Path:
     if kind == "directory":
         path.mkdir()
         return path
-    data = {"empty": b"", "text": b"hello, this is not what you think\n",
-            "truncated": like.read_bytes()[: like.stat().st_size // 2] if like.is_file() else b"",
-            "image": (Path(__file__).parent / "data" / "digit.png").read_bytes()
-            if (Path(__file__).parent / "data" / "digit.png").exists() else _png_bytes(),
-            "unreadable": like.read_bytes() if like.is_file() else b"x"}[kind]
+    data = {
+        "empty": b"",
+        "text": b"hello, this is not what you think\n",
+        "truncated": like.read_bytes()[: like.stat().st_size // 2] if like.is_file() else b"",
+        "image": (Path(__file__).parent / "data" / "digit.png").read_bytes()
+        if (Path(__file__).parent / "data" / "digit.png").exists()
+        else _png_bytes(),
+        "unreadable": like.read_bytes() if like.is_file() else b"x",
+    }[kind]
     path.write_bytes(data)
     if kind == "unreadable":
         path.chmod(0)
@@ -62,6 +66,7 @@ def make_file(kind: str, like: Path, folder: Path) -> Path:
 
 def _png_bytes() -> bytes:
     import io
+
     buf = io.BytesIO()
     Image.new("L", (8, 8), 255).save(buf, format="PNG")
     return buf.getvalue()
@@ -116,16 +121,23 @@ def cases():
         for kind in FILE_KINDS:
             yield (f"{command}-checkpoint-{kind}", [command, "{bad:checkpoint}", *extra], kind, "checkpoint")
         for kind in CHECKPOINT_KINDS:
-            expect = {"newer-format": "is in checkpoint format 99", "unknown-setting": "rotary_embedding",
-                      "other-shape": "weights do not fit", "no-weights": "has no model weights"}[kind]
+            expect = {
+                "newer-format": "is in checkpoint format 99",
+                "unknown-setting": "rotary_embedding",
+                "other-shape": "weights do not fit",
+                "no-weights": "has no model weights",
+            }[kind]
             yield (f"{command}-checkpoint-{kind}", [command, "{variant:" + kind + "}", *extra], None, expect)
     # Image arguments of predict.
     for kind in FILE_KINDS:
         if kind != "image":
             yield (f"predict-image-{kind}", ["predict", "{ckpt}", "{bad:image}"], kind, "image")
     # --config of train and select, and --params of report: files of every kind, then bad YAML.
-    for command, flag, rest in (("train", "--config", [*out, *QUICK]), ("select", "--config", [*out, *QUICK]),
-                                ("report", "--params", ["--profile", "smoke"])):
+    for command, flag, rest in (
+        ("train", "--config", [*out, *QUICK]),
+        ("select", "--config", [*out, *QUICK]),
+        ("report", "--params", ["--profile", "smoke"]),
+    ):
         for kind in FILE_KINDS:
             if kind not in ("truncated",):
                 yield (f"{command}-{flag[2:]}-{kind}", [command, flag, "{bad:yaml}", *rest], kind, "{bad}")
@@ -135,22 +147,54 @@ def cases():
     for command in ("train", "select"):
         yield (f"{command}-out-is-a-file", [command, "--out", "{file}", *QUICK], None, "is a file, not a folder")
         yield (f"{command}-out-below-a-file", [command, "--out", "{file}/sub", *QUICK], None, "cannot be written")
-        yield (f"{command}-out-unwritable", [command, "--out", "{locked}/sub", *QUICK], "unwritable",
-               "cannot be written (Permission denied)")
-        yield (f"{command}-data-root-is-a-file", [command, *out, *QUICK, "--data-root", "{file}"], None,
-               "is a file, not a folder")
-        yield (f"{command}-data-root-corrupt", [command, *out, *QUICK, "--data-root", "{corrupt}"], None,
-               "is corrupt or partial")
-    yield ("train-out-holds-another-experiment", ["train", "--out", "{run}", *QUICK, "--lr", "0.001"], None,
-           "holds a result of a different experiment: lr (0.005 there, 0.001 now)")
-    yield ("select-out-holds-another-experiment", ["select", "--out", "{sel}", "--grid", "depth=1", "--folds", "2",
-                                                   *QUICK, "--epochs", "2"], None, "epochs (1 there, 2 now)")
-    yield ("select-out-holds-another-grid", ["select", "--out", "{sel}", "--grid", "depth=2", "--folds", "2", *QUICK],
-           None, 'holds a model selection over another grid ({"depth": [1]} there, {"depth": [2]} now)')
-    yield ("select-out-holds-a-training-run", ["select", "--out", "{run}", "--grid", "depth=1", *QUICK], None,
-           "holds a training run (metrics.json), not a model selection")
-    yield ("select-out-holds-a-foreign-trial", ["select", "--out", "{sel}", "--grid", "depth=1", "--folds", "2", *QUICK],
-           "foreign-trial", "is not a trial this program wrote")
+        yield (
+            f"{command}-out-unwritable",
+            [command, "--out", "{locked}/sub", *QUICK],
+            "unwritable",
+            "cannot be written (Permission denied)",
+        )
+        yield (
+            f"{command}-data-root-is-a-file",
+            [command, *out, *QUICK, "--data-root", "{file}"],
+            None,
+            "is a file, not a folder",
+        )
+        yield (
+            f"{command}-data-root-corrupt",
+            [command, *out, *QUICK, "--data-root", "{corrupt}"],
+            None,
+            "is corrupt or partial",
+        )
+    yield (
+        "train-out-holds-another-experiment",
+        ["train", "--out", "{run}", *QUICK, "--lr", "0.001"],
+        None,
+        "holds a result of a different experiment: lr (0.005 there, 0.001 now)",
+    )
+    yield (
+        "select-out-holds-another-experiment",
+        ["select", "--out", "{sel}", "--grid", "depth=1", "--folds", "2", *QUICK, "--epochs", "2"],
+        None,
+        "epochs (1 there, 2 now)",
+    )
+    yield (
+        "select-out-holds-another-grid",
+        ["select", "--out", "{sel}", "--grid", "depth=2", "--folds", "2", *QUICK],
+        None,
+        'holds a model selection over another grid ({"depth": [1]} there, {"depth": [2]} now)',
+    )
+    yield (
+        "select-out-holds-a-training-run",
+        ["select", "--out", "{run}", "--grid", "depth=1", *QUICK],
+        None,
+        "holds a training run (metrics.json), not a model selection",
+    )
+    yield (
+        "select-out-holds-a-foreign-trial",
+        ["select", "--out", "{sel}", "--grid", "depth=1", "--folds", "2", *QUICK],
+        "foreign-trial",
+        "is not a trial this program wrote",
+    )
     yield ("select-grid-syntax", ["select", *out, "--grid", "depth", *QUICK], None, "--grid expects KEY=V1,V2")
     yield ("select-grid-unknown-key", ["select", *out, "--grid", "detph=1,2", *QUICK], None, "did you mean 'depth'")
     yield ("select-grid-bad-value", ["select", *out, "--grid", "depth=0,2", *QUICK], None, "depth")
@@ -160,12 +204,20 @@ def cases():
     yield ("data-root-unreadable-file", ["data", "--root", "{unreadable_data}"], "unreadable", "cannot be read")
     yield ("data-root-unwritable", ["data", "--root", "{locked}/data"], "unwritable", "cannot be written")
     yield ("report-unknown-profile", ["report", "--profile", "nope"], None, "no parameter profile 'nope'")
-    yield ("report-render-only-before-running", ["report", "--profile", "smoke", "--render-only"], None,
-           "executed notebooks missing")
+    yield (
+        "report-render-only-before-running",
+        ["report", "--profile", "smoke", "--render-only"],
+        None,
+        "executed notebooks missing",
+    )
     yield ("report-folder-unwritable", ["report", "--profile", "smoke"], "unwritable", "cannot be written")
     yield ("check-report-unknown-profile", ["check-report", "--profile", "nope"], None, "no parameter profile 'nope'")
-    yield ("check-report-nothing-committed", ["check-report", "--profile", "smoke"], None,
-           "results file {root}/report/smoke/results.json does not exist")
+    yield (
+        "check-report-nothing-committed",
+        ["check-report", "--profile", "smoke"],
+        None,
+        "results file {root}/report/smoke/results.json does not exist",
+    )
 
 
 CASES = list(cases())
@@ -186,9 +238,18 @@ def test_bad_input_is_one_clear_line(case_id, argv, kind, expect, good, capsys, 
 
 def _check_case(argv, kind, expect, good, folder, capsys, monkeypatch):
     shutil.copy(good / "digit.png", folder / "digit.png")  # where the unprivileged user can read it
-    values = {"tmp": folder, "ckpt": folder / "run" / "checkpoint.pt", "png": folder / "digit.png",
-              "run": folder / "run", "sel": folder / "sel", "file": folder / "a-file.txt",
-              "locked": folder / "locked", "root": Path(__file__).resolve().parents[1], "corrupt": folder / "corrupt", "unreadable_data": folder / "unreadable-data"}
+    values = {
+        "tmp": folder,
+        "ckpt": folder / "run" / "checkpoint.pt",
+        "png": folder / "digit.png",
+        "run": folder / "run",
+        "sel": folder / "sel",
+        "file": folder / "a-file.txt",
+        "locked": folder / "locked",
+        "root": Path(__file__).resolve().parents[1],
+        "corrupt": folder / "corrupt",
+        "unreadable_data": folder / "unreadable-data",
+    }
     values["file"].write_text("a plain file\n")
     (folder / "locked").mkdir(mode=0o555)
     (folder / "locked").chmod(0o555)
@@ -209,7 +270,11 @@ def _check_case(argv, kind, expect, good, folder, capsys, monkeypatch):
 
     monkeypatch.setattr(papermill, "execute_notebook", no_notebooks)
     monkeypatch.setenv("VITLIB_REPORT_DIR", str(folder / ("locked" if kind == "unwritable" else "reports")))
-    likes = {"checkpoint": values["ckpt"], "image": values["png"], "yaml": Path(__file__).parent.parent / "params" / "smoke.yaml"}
+    likes = {
+        "checkpoint": values["ckpt"],
+        "image": values["png"],
+        "yaml": Path(__file__).parent.parent / "params" / "smoke.yaml",
+    }
     args = []
     for a in argv:
         if a.startswith("{bad:"):

@@ -3,9 +3,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import DATA_ROOT
 from PIL import Image
 
-from conftest import DATA_ROOT
 from vitlib.cli import main
 
 pytestmark = pytest.mark.mnist
@@ -51,10 +51,13 @@ def test_select_writes_resumable_results(tmp_path, capsys):
     assert "Resuming: 4 of 4 trials" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args,message", [
-    (["train", "--out", "x", "--preset", "nope"], "invalid choice: 'nope'"),
-    (["train", "--out", "x", "--epoch", "1"], "unrecognized arguments: --epoch"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", "--out", "x", "--preset", "nope"], "invalid choice: 'nope'"),
+        (["train", "--out", "x", "--epoch", "1"], "unrecognized arguments: --epoch"),
+    ],
+)
 def test_bad_arguments_are_refused_by_the_parser(args, message, capsys):
     with pytest.raises(SystemExit):
         main(args)
@@ -62,8 +65,9 @@ def test_bad_arguments_are_refused_by_the_parser(args, message, capsys):
 
 
 def test_invalid_value_is_a_clear_error_not_a_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "vitlib", "train", "--out", str(tmp_path), "--lr", "-1"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "vitlib", "train", "--out", str(tmp_path), "--lr", "-1"], capture_output=True, text=True
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == "error: lr (learning rate) must be a positive number, got -1.0"
     assert not (tmp_path / "checkpoint.pt").exists()

@@ -11,7 +11,6 @@ import sys
 
 import pandas as pd
 import pytest
-
 import torch
 
 from vitlib.config import build_config
@@ -21,8 +20,12 @@ from vitlib.train import load_checkpoint
 
 REQUIRED = os.environ.get("VITLIB_CLUSTER_TESTS") == "required"
 COLUMNS = ["depth", "fold", "train_loss", "train_error", "val_loss", "val_error"]
-RUNS = {f"seed {seed}": build_config("modern", {"embed_dim": 16, "num_heads": 2, "depth": 1, "epochs": 1,
-                                                "batch_size": 64, "seed": seed}) for seed in (1, 2)}
+RUNS = {
+    f"seed {seed}": build_config(
+        "modern", {"embed_dim": 16, "num_heads": 2, "depth": 1, "epochs": 1, "batch_size": 64, "seed": seed}
+    )
+    for seed in (1, 2)
+}
 
 
 def need(module: str):
@@ -38,8 +41,19 @@ def local_reference(tiny_data):
 
 
 def _config(backend: str, n_jobs: int):
-    return build_config("modern", {"embed_dim": 16, "num_heads": 2, "epochs": 2, "batch_size": 64, "folds": 2,
-                                   "grid": {"depth": [1, 2]}, "joblib_backend": backend, "n_jobs": n_jobs})
+    return build_config(
+        "modern",
+        {
+            "embed_dim": 16,
+            "num_heads": 2,
+            "epochs": 2,
+            "batch_size": 64,
+            "folds": 2,
+            "grid": {"depth": [1, 2]},
+            "joblib_backend": backend,
+            "n_jobs": n_jobs,
+        },
+    )
 
 
 def _assert_same_trials(trials: pd.DataFrame, reference: pd.DataFrame, out_dir) -> None:
@@ -57,10 +71,14 @@ def reference_runs(tiny_data, tmp_path_factory):
 
 def _assert_same_runs(got: dict, reference: dict, out_dir, reference_dir) -> None:
     for name, metrics in reference.items():
-        timeless = [[{k: v for k, v in row.items() if k != "seconds"} for row in m["history"]] for m in (got[name], metrics)]
+        timeless = [
+            [{k: v for k, v in row.items() if k != "seconds"} for row in m["history"]] for m in (got[name], metrics)
+        ]
         assert timeless[0] == timeless[1] and got[name]["test_loss"] == metrics["test_loss"]
         assert (got[name]["test_correct"] == metrics["test_correct"]).all()
-        ours, theirs = (load_checkpoint(run_folder(d, name) / "checkpoint.pt")[0].state_dict() for d in (out_dir, reference_dir))
+        ours, theirs = (
+            load_checkpoint(run_folder(d, name) / "checkpoint.pt")[0].state_dict() for d in (out_dir, reference_dir)
+        )
         assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
 
 
@@ -69,8 +87,10 @@ def dask_client():
     need("distributed")
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
         yield client
 
 
@@ -104,8 +124,10 @@ def test_dask_workers_with_several_threads_refuse_dropout(tiny_data):
     from distributed import Client, LocalCluster
 
     cfg = _config("dask", -1).with_overrides(drop_rate=0.1)
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster):
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster),
+    ):
         with pytest.raises(ValueError, match="dask worker --nthreads 1"):
             select(cfg, tiny_data, progress=False)
 

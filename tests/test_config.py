@@ -30,21 +30,28 @@ def test_seed_preset_is_the_original_protocol():
     assert (cfg.train.optimizer, cfg.train.lr, cfg.train.batch_size, cfg.train.epochs) == ("adam", 0.005, 128, 5)
     assert (cfg.model.patch_size, cfg.model.embed_dim, cfg.model.num_heads) == (4, 8, 2)
     assert cfg.selection.folds == 3 and not cfg.selection.shuffle_folds
-    assert cfg.grid_points() == [{"depth": 2, "mlp_hidden_dim": 16}, {"depth": 2, "mlp_hidden_dim": 32},
-                                 {"depth": 3, "mlp_hidden_dim": 16}, {"depth": 3, "mlp_hidden_dim": 32}]
+    assert cfg.grid_points() == [
+        {"depth": 2, "mlp_hidden_dim": 16},
+        {"depth": 2, "mlp_hidden_dim": 32},
+        {"depth": 3, "mlp_hidden_dim": 16},
+        {"depth": 3, "mlp_hidden_dim": 32},
+    ]
     assert not cfg.model.head_softmax and build_config("original").model.head_softmax
 
 
-@pytest.mark.parametrize("overrides,message", [
-    ({"folds": 1}, "folds must be >= 2"),
-    ({"lr": -1}, "lr (learning rate) must be a positive number"),
-    ({"patch_size": 3}, "patch_size=3 does not divide image_size=28"),
-    ({"embed_dim": 9}, "embed_dim=9 is not divisible by num_heads=2"),
-    ({"grid": {"dpth": [1]}}, "unknown grid key(s): 'dpth' (did you mean 'depth'?)"),
-    ({"grid": {"depth": []}}, "grid['depth'] must be a non-empty list"),
-    ({"grid": {"lr": [0.1, -0.1]}}, "lr (learning rate) must be a positive number"),
-    ({"n_jobs": 0}, "n_jobs must be a positive number of workers or -1"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"folds": 1}, "folds must be >= 2"),
+        ({"lr": -1}, "lr (learning rate) must be a positive number"),
+        ({"patch_size": 3}, "patch_size=3 does not divide image_size=28"),
+        ({"embed_dim": 9}, "embed_dim=9 is not divisible by num_heads=2"),
+        ({"grid": {"dpth": [1]}}, "unknown grid key(s): 'dpth' (did you mean 'depth'?)"),
+        ({"grid": {"depth": []}}, "grid['depth'] must be a non-empty list"),
+        ({"grid": {"lr": [0.1, -0.1]}}, "lr (learning rate) must be a positive number"),
+        ({"n_jobs": 0}, "n_jobs must be a positive number of workers or -1"),
+    ],
+)
 def test_invalid_values_fail_before_anything_runs(overrides, message):
     with pytest.raises(ValueError) as err:
         build_config("seed", overrides)

@@ -6,18 +6,28 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from conftest import DATA_ROOT
+from PIL import Image
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from vitlib.data import (LABEL_COUNTS, RAW_MD5, MNISTError, ensure_mnist, kfold_splits, load_digit_image,
-                         read_idx, verify_mnist, write_idx_from_pickle)
+from vitlib.data import (
+    LABEL_COUNTS,
+    RAW_MD5,
+    MNISTError,
+    ensure_mnist,
+    kfold_splits,
+    load_digit_image,
+    read_idx,
+    verify_mnist,
+    write_idx_from_pickle,
+)
 
 
 def fake_pickle(pixels: dict, labels: dict) -> bytes:
     """The layout of the classic mnist.pkl.gz: ((x, y) train, valid, test), x = byte / 256."""
-    parts = tuple((pixels[s].reshape(len(pixels[s]), 784).astype(np.float32) / 256, labels[s])
-                  for s in ("train", "valid", "test"))
+    parts = tuple(
+        (pixels[s].reshape(len(pixels[s]), 784).astype(np.float32) / 256, labels[s]) for s in ("train", "valid", "test")
+    )
     buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb") as fh:
         pickle.dump(parts, fh, protocol=2)
@@ -26,14 +36,18 @@ def fake_pickle(pixels: dict, labels: dict) -> bytes:
 
 def test_package_index_pickle_becomes_the_original_idx_bytes(tmp_path):
     rng = np.random.default_rng(0)
-    pixels = {s: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) for s, n in (("train", 5), ("valid", 3), ("test", 2))}
+    pixels = {
+        s: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) for s, n in (("train", 5), ("valid", 3), ("test", 2))
+    }
     labels = {s: rng.integers(0, 10, len(pixels[s])).astype(np.int64) for s in pixels}
     write_idx_from_pickle(fake_pickle(pixels, labels), tmp_path)
     train_images = read_image_file(str(tmp_path / "train-images-idx3-ubyte")).numpy()
     assert np.array_equal(train_images, np.concatenate([pixels["train"], pixels["valid"]]))
     assert np.array_equal(read_image_file(str(tmp_path / "t10k-images-idx3-ubyte")).numpy(), pixels["test"])
-    assert np.array_equal(read_label_file(str(tmp_path / "train-labels-idx1-ubyte")).numpy(),
-                          np.concatenate([labels["train"], labels["valid"]]))
+    assert np.array_equal(
+        read_label_file(str(tmp_path / "train-labels-idx1-ubyte")).numpy(),
+        np.concatenate([labels["train"], labels["valid"]]),
+    )
     assert not list(tmp_path.glob("*.part"))
     # our reader against torchvision's, on the same files
     assert np.array_equal(read_idx(tmp_path / "train-images-idx3-ubyte"), train_images)
@@ -65,8 +79,9 @@ def test_partial_set_is_refused(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     (raw / "train-images-idx3-ubyte").write_bytes(b"x")
-    with pytest.raises(MNISTError, match="partial: t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, "
-                                         "train-labels-idx1-ubyte missing"):
+    with pytest.raises(
+        MNISTError, match="partial: t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, train-labels-idx1-ubyte missing"
+    ):
         ensure_mnist(tmp_path)
 
 
@@ -97,8 +112,10 @@ def test_real_mnist_is_verified_and_resident(mnist):
     assert abs(pixels.mean().item() - 0.1307) < 5e-4 and abs(pixels.std().item() - 0.3081) < 5e-4
     from torchvision.datasets import MNIST as TorchvisionMNIST  # the reference reader
 
-    for split_images, split_labels, train in ((mnist.train_images, mnist.train_labels, True),
-                                              (mnist.test_images, mnist.test_labels, False)):
+    for split_images, split_labels, train in (
+        (mnist.train_images, mnist.train_labels, True),
+        (mnist.test_images, mnist.test_labels, False),
+    ):
         ref = TorchvisionMNIST(DATA_ROOT, train=train, download=False)
         assert torch.equal(split_images[:, 0], ref.data) and torch.equal(split_labels, ref.targets)
 

@@ -2,10 +2,10 @@
 setup` installs exactly them, and pyproject.toml, environment.yml and the pre-commit hooks agree."""
 
 import re
-import tomllib
 from importlib.util import find_spec
 from pathlib import Path
 
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 
@@ -22,7 +22,8 @@ def test_lock_files_pin_every_package_with_hashes():
         pins = lockfile.locked_versions(path)
         assert len(pins) > 100 and {"torch", "numpy", "matplotlib", "papermill", "nbconvert", "pytest"} <= set(pins)
         assert text.count("==") >= len(pins) and all(
-            "--hash=sha256:" in block for block in re.split(r"\n(?=[A-Za-z])", text) if re.match(r"[A-Za-z]", block))
+            "--hash=sha256:" in block for block in re.split(r"\n(?=[A-Za-z])", text) if re.match(r"[A-Za-z]", block)
+        )
         assert "make lock" in text.splitlines()[1]  # says how it is refreshed
     assert {"ray", "dask", "distributed"} <= set(lockfile.locked_versions(CLUSTER_LOCK))
 
@@ -37,8 +38,12 @@ def test_this_environment_is_the_locked_one():
     differ = lockfile.differences(LOCK)
     if find_spec("ray") is not None:  # set up with the cluster extra
         differ |= lockfile.differences(CLUSTER_LOCK)
-    assert not differ, "installed versions differ from the lock: " + ", ".join(
-        f"{k} {have or 'missing'} (locked {want})" for k, (want, have) in sorted(differ.items())) + ". " + FIX
+    assert not differ, (
+        "installed versions differ from the lock: "
+        + ", ".join(f"{k} {have or 'missing'} (locked {want})" for k, (want, have) in sorted(differ.items()))
+        + ". "
+        + FIX
+    )
 
 
 def test_pyproject_ranges_admit_the_locked_versions():
@@ -69,5 +74,7 @@ def test_pre_commit_hooks_pin_the_locked_ruff():
             req = Requirement(dep)
             name = lockfile.canonical(req.name)
             if name in pins:
-                assert str(req.specifier) == f"=={pins[name]}", f"hook {hook['id']} pins {dep}; the lock has {pins[name]}"
+                assert str(req.specifier) == f"=={pins[name]}", (
+                    f"hook {hook['id']} pins {dep}; the lock has {pins[name]}"
+                )
     assert any("nbstripout" in hook["entry"] for hook in config["repos"][0]["hooks"])

@@ -42,4 +42,6 @@ def test_per_class_accuracy_is_per_class_recall():
     labels = torch.randint(0, 10, (500,), generator=g)
     predicted = torch.where(torch.rand(500, generator=g) < 0.7, labels, torch.randint(0, 10, (500,), generator=g))
     expected = recall_score(labels.numpy(), predicted.numpy(), average=None)
-    torch.testing.assert_close(explain.per_class_accuracy(labels, predicted), torch.tensor(expected, dtype=torch.float32))
+    torch.testing.assert_close(
+        explain.per_class_accuracy(labels, predicted), torch.tensor(expected, dtype=torch.float32)
+    )

@@ -9,12 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import DATA_ROOT
 
 from vitlib import laptop
 from vitlib.config import PRESETS, build_config
 from vitlib.study import Study
-
-from conftest import DATA_ROOT
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "checkpoints" / "laptop" / "checkpoint.pt"
@@ -25,8 +24,13 @@ RESULTS = ROOT / "report" / "laptop" / "results.json"
 def test_the_committed_laptop_model_scores_at_least_99_5_percent():
     """What the README promises: `python -m vitlib evaluate checkpoints/laptop/checkpoint.pt`."""
     assert CHECKPOINT.is_file() and CHECKPOINT.stat().st_size < 5e6
-    run = subprocess.run([sys.executable, "-m", "vitlib", "evaluate", str(CHECKPOINT), "--data-root", DATA_ROOT,
-                          "--json"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-m", "vitlib", "evaluate", str(CHECKPOINT), "--data-root", DATA_ROOT, "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     scored = json.loads(run.stdout)
     assert scored["n_test"] == 10_000 and scored["test_accuracy"] >= 0.995
@@ -47,8 +51,11 @@ def test_the_committed_checkpoint_is_the_laptop_preset():
 def test_the_laptop_preset_is_the_candidate_the_validation_split_chose():
     results = json.loads(RESULTS.read_text())
     chosen = results["numbers"]["laptop.chosen"]["value"]
-    errors = {k[len("candidate.val_error["):-1]: v["value"] for k, v in results["numbers"].items()
-              if k.startswith("candidate.val_error[")}
+    errors = {
+        k[len("candidate.val_error[") : -1]: v["value"]
+        for k, v in results["numbers"].items()
+        if k.startswith("candidate.val_error[")
+    }
     assert chosen == min(errors, key=errors.get) and set(errors) == set(laptop.CANDIDATES)
     assert {k: PRESETS["laptop"][k] for k in laptop.CANDIDATES[chosen]} == laptop.CANDIDATES[chosen]
 
@@ -82,12 +89,22 @@ def test_the_laptop_notebook_runs_end_to_end_on_a_slice(tmp_path):
     """Notebook 05 as `make report PROFILE=laptop` runs it, on 1,200 images for 1 epoch: a study of
     other numbers, so its final model goes to its own folder, not checkpoints/laptop."""
     params = tmp_path / "laptop-slice.yaml"
-    params.write_text("preset: laptop\nepochs: 1\ntrain_limit: 1200\ntest_limit: 400\ncompile: false\n"
-                      "n_jobs: 2\njoblib_backend: loky\n")
+    params.write_text(
+        "preset: laptop\nepochs: 1\ntrain_limit: 1200\ntest_limit: 400\ncompile: false\n"
+        "n_jobs: 2\njoblib_backend: loky\n"
+    )
     before = CHECKPOINT.stat().st_mtime if CHECKPOINT.is_file() else None
-    args = ["report", "--profile", "laptop", "--params", str(params)] + ([] if shutil.which("xelatex") else ["--no-pdf"])
-    run = subprocess.run([sys.executable, "-m", "vitlib", *args], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "VITLIB_REPORT_DIR": str(tmp_path / "report")}, timeout=1200)
+    args = ["report", "--profile", "laptop", "--params", str(params)] + (
+        [] if shutil.which("xelatex") else ["--no-pdf"]
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "vitlib", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "VITLIB_REPORT_DIR": str(tmp_path / "report")},
+        timeout=1200,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = next((tmp_path / "report").glob("laptop-*"))
     assert "[notebook 1/1] 05_laptop.ipynb" in run.stdout

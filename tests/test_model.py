@@ -3,17 +3,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vitlib.reference import ViT as ReferenceViT
-from vitlib.reference import vitlib_state_dict
 from vitlib.config import PRESETS, build_config
 from vitlib.model import Attention, ViT, ViTConfig, count_parameters, sinusoidal_table
+from vitlib.reference import ViT as ReferenceViT
+from vitlib.reference import vitlib_state_dict
 
 
 def original_pair(depth: int, hu_ratio: int, head_softmax: bool):
     torch.manual_seed(depth * 10 + hu_ratio)
     ref = ReferenceViT(HURatio=hu_ratio, n_blocks=depth).eval()
-    cfg = build_config("original", {"depth": depth, "mlp_hidden_dim": 8 * hu_ratio,
-                                    "head_softmax": head_softmax}).model
+    cfg = build_config("original", {"depth": depth, "mlp_hidden_dim": 8 * hu_ratio, "head_softmax": head_softmax}).model
     ours = ViT(cfg).eval()
     ours.load_state_dict(vitlib_state_dict(ref))
     if not head_softmax:
@@ -79,13 +78,16 @@ def test_samples_in_a_batch_do_not_interact():
     x = torch.rand(5, 1, 28, 28)
     with torch.no_grad():
         batched = model(x)
-        single = torch.cat([model(x[i:i + 1]) for i in range(5)])
+        single = torch.cat([model(x[i : i + 1]) for i in range(5)])
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
 
 
 def test_standard_form_has_its_parts():
-    model = ViT(ViTConfig(embed_dim=16, num_heads=2, head_hidden_layers=2, head_hidden_dim=24,
-                          pos_embed="learned", drop_rate=0.1))
+    model = ViT(
+        ViTConfig(
+            embed_dim=16, num_heads=2, head_hidden_layers=2, head_hidden_dim=24, pos_embed="learned", drop_rate=0.1
+        )
+    )
     assert isinstance(model.norm, nn.LayerNorm)
     assert isinstance(model.pos_embed, nn.Parameter) and model.pos_embed.shape == (1, 50, 16)
     assert [m.out_features for m in model.head if isinstance(m, nn.Linear)] == [24, 24, 10]
@@ -106,14 +108,17 @@ def test_attention_maps_are_distributions():
     assert all(blk.attn.last_attn is None for blk in model.blocks)  # nothing kept afterwards
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"patch_size": 5}, "patch_size=5 does not divide image_size=28"),
-    ({"embed_dim": 10, "num_heads": 4}, "embed_dim=10 is not divisible by num_heads=4"),
-    ({"pos_embed": "rotary"}, "pos_embed='rotary' is not valid; choose one of"),
-    ({"depth": 0}, "depth must be a positive integer"),
-    ({"drop_rate": 1.5}, "drop_rate must be in [0, 1)"),
-    ({"embed_dim": "8"}, "embed_dim must be of type int"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"patch_size": 5}, "patch_size=5 does not divide image_size=28"),
+        ({"embed_dim": 10, "num_heads": 4}, "embed_dim=10 is not divisible by num_heads=4"),
+        ({"pos_embed": "rotary"}, "pos_embed='rotary' is not valid; choose one of"),
+        ({"depth": 0}, "depth must be a positive integer"),
+        ({"drop_rate": 1.5}, "drop_rate must be in [0, 1)"),
+        ({"embed_dim": "8"}, "embed_dim must be of type int"),
+    ],
+)
 def test_bad_model_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         ViTConfig(**kwargs)

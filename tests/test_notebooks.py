@@ -41,8 +41,10 @@ def test_source_notebooks_are_clean_and_thin(path):
 
 
 def test_notebooks_share_one_parameters_cell():
-    cells = [next(c.source for c in nbformat.read(str(p), as_version=4).cells
-                  if "parameters" in c.metadata.get("tags", [])) for p in NOTEBOOKS]
+    cells = [
+        next(c.source for c in nbformat.read(str(p), as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+        for p in NOTEBOOKS
+    ]
     assert cells[1:] == cells[:-1]
     assert "(0.005)" not in cells[0] and "None: params/<profile>.yaml's, else the preset's" in cells[0]
 
@@ -52,8 +54,14 @@ def smoke_report(tmp_path_factory):
     """`python -m vitlib report --profile smoke` in a terminal, as `make report PROFILE=smoke` runs it."""
     out = tmp_path_factory.mktemp("report")
     args = ["report", "--profile", "smoke"] + ([] if shutil.which("xelatex") else ["--no-pdf"])
-    run = subprocess.run([sys.executable, "-m", "vitlib", *args], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "VITLIB_REPORT_DIR": str(out)}, timeout=1800)
+    run = subprocess.run(
+        [sys.executable, "-m", "vitlib", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "VITLIB_REPORT_DIR": str(out)},
+        timeout=1800,
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     written = {"html": out / "smoke" / "report.html", "terminal": run.stdout + run.stderr}
     if shutil.which("xelatex"):
@@ -101,8 +109,11 @@ def test_report_opens_with_its_findings_and_numbers_its_parts(smoke_report):
     out, written = smoke_report
     text = re.sub(r"<[^>]+>", " ", written["html"].read_text())
     assert text.index("Abstract.") < text.index("Table 1.") < text.index("1 Data") < text.index("9 References")
-    sections = re.findall(r"\n\s*(\d) (?:Data|Method|Model selection|Final evaluation|Reproduction and ablation|"
-                          r"What the model looks at|Discussion|How this run was made|References)", text)
+    sections = re.findall(
+        r"\n\s*(\d) (?:Data|Method|Model selection|Final evaluation|Reproduction and ablation|"
+        r"What the model looks at|Discussion|How this run was made|References)",
+        text,
+    )
     assert sections == [str(i) for i in range(1, 10)]
     for kind, count in (("Figure", 9), ("Table", 9)):
         first = [int(n) for n in re.findall(rf"{kind} (\d+)\.", text)]
@@ -128,8 +139,9 @@ def test_pdf_is_made(smoke_report):
     out, written = smoke_report
     assert written["pdf"].read_bytes().startswith(b"%PDF")
     if shutil.which("pdftotext"):  # poppler-utils: read the text back
-        text = subprocess.run(["pdftotext", "-layout", str(written["pdf"]), "-"], capture_output=True,
-                              text=True, check=True).stdout
+        text = subprocess.run(
+            ["pdftotext", "-layout", str(written["pdf"]), "-"], capture_output=True, text=True, check=True
+        ).stdout
         metrics = json.loads((out / "final" / "metrics.json").read_text())
         assert f"{metrics['test_accuracy']:.2%}" in text and "3 Model selection" in text
         assert "1 Data" in text and "1 1 Data" not in text  # numbered once, by the text
@@ -140,8 +152,14 @@ def notebook_error(notebook: Path, parameters: dict, tmp_path, monkeypatch) -> s
     """Run one notebook expecting it to fail; return papermill's error text."""
     monkeypatch.setenv("VITLIB_REPORT_DIR", str(tmp_path))
     with pytest.raises(pm.PapermillExecutionError) as err:
-        pm.execute_notebook(str(notebook), str(tmp_path / "out.ipynb"), log_output=False, parameters=parameters,
-                            progress_bar=False, cwd=str(ROOT / "notebooks"))
+        pm.execute_notebook(
+            str(notebook),
+            str(tmp_path / "out.ipynb"),
+            log_output=False,
+            parameters=parameters,
+            progress_bar=False,
+            cwd=str(ROOT / "notebooks"),
+        )
     return str(err.value)
 
 
@@ -163,8 +181,9 @@ def test_unknown_profile_lists_the_profiles():
 
 
 def test_second_notebook_alone_says_to_run_the_first(tmp_path, monkeypatch):
-    error = notebook_error(NOTEBOOKS[1], {"profile": "lonely", "train_limit": 100, "test_limit": 50},
-                           tmp_path, monkeypatch)
+    error = notebook_error(
+        NOTEBOOKS[1], {"profile": "lonely", "train_limit": 100, "test_limit": 50}, tmp_path, monkeypatch
+    )
     assert "run notebooks/01_model_selection.ipynb with profile 'lonely' first" in error
 
 
@@ -211,9 +230,15 @@ def test_an_interrupted_build_resumes_to_the_same_numbers(smoke_report, tmp_path
         # As in a terminal, Ctrl-C must reach the build: a shell running this suite in the background
         # ignores SIGINT, and an ignored signal stays ignored in every program started from it.
         with open(terminal, "w") as f:
-            return subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, stdout=f,
-                                    stderr=subprocess.STDOUT,
-                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+            return subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                start_new_session=True,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            )
 
     build_ = start()  # 1. killed (SIGKILL) once the first trial is saved
     _interrupt_when(build_, lambda: any((out / "selection" / "trials").glob("*.json")), signal.SIGKILL)
@@ -233,8 +258,9 @@ def test_an_interrupted_build_resumes_to_the_same_numbers(smoke_report, tmp_path
     assert "Reusing " in said
     from vitlib import findings
 
-    table, same_machine = findings.compare(findings.load(smoke_report[0] / "results.json"),
-                                           findings.load(out / "results.json"))
+    table, same_machine = findings.compare(
+        findings.load(smoke_report[0] / "results.json"), findings.load(out / "results.json")
+    )
     assert same_machine and table["ok"].all(), table[~table["ok"]].to_string()
 
 
@@ -249,8 +275,9 @@ def _run_by_hand(notebook: Path, edits: dict, report_dir: Path, monkeypatch) -> 
         cell.source, n = re.subn(rf"^{name} = .*$", f"{name} = {value!r}", cell.source, flags=re.M)
         assert n == 1, name
     monkeypatch.setenv("VITLIB_REPORT_DIR", str(report_dir))
-    NotebookClient(nb, timeout=1200, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    NotebookClient(
+        nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}
+    ).execute()
     return nb
 
 
@@ -274,6 +301,8 @@ def test_a_notebook_with_a_changed_setting_keeps_its_results_apart(tmp_path, mon
     (folder,) = [p for p in tmp_path.iterdir() if p.name != "smoke"]
     assert re.fullmatch(r"smoke-[0-9a-f]{8}", folder.name) and (folder / "selection" / "selection.json").is_file()
     said = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert f"differ from params/smoke.yaml (lr), so they give other numbers: results go to report/{folder.name}/" in said
+    assert (
+        f"differ from params/smoke.yaml (lr), so they give other numbers: results go to report/{folder.name}/" in said
+    )
     settings = json.loads((folder / "selection" / "selection.json").read_text())
     assert "0.001" in json.dumps(settings)

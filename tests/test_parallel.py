@@ -27,8 +27,9 @@ said = []
 
 def run_fresh(script: str) -> dict:
     """Run `script` (after PRELUDE) in a new Python process and return the JSON it prints last."""
-    out = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(script)], capture_output=True,
-                         text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(script)], capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -90,6 +91,7 @@ def test_run_jobs_returns_results_in_job_order_with_every_local_backend():
     said = []
     for backend in ("loky", "multiprocessing", "threading", "sequential"):
         for jobs in ([(3,)], [(1,), (2,), (3,)]):  # one job runs in this process, whatever the backend
-            assert run_jobs(_square, jobs, backend=backend, n_jobs=2, device=torch.device("cpu"), log=said.append,
-                            describe=str) == [x * x for (x,) in jobs]
+            assert run_jobs(
+                _square, jobs, backend=backend, n_jobs=2, device=torch.device("cpu"), log=said.append, describe=str
+            ) == [x * x for (x,) in jobs]
     assert any("[3/3]" in line and "elapsed" in line for line in said)

@@ -14,17 +14,31 @@ COLUMNS = ["depth", "fold", "train_loss", "train_error", "val_loss", "val_error"
 
 @pytest.mark.parametrize("compile_", [False, True], ids=["eager", "compiled"])
 def test_same_settings_same_numbers_with_every_backend(tiny_data, compile_):
-    cfg = build_config("modern", {"embed_dim": 16, "num_heads": 2, "epochs": 2, "batch_size": 64, "folds": 2,
-                                  "grid": {"depth": [1, 2]}, "compile": compile_})
+    cfg = build_config(
+        "modern",
+        {
+            "embed_dim": 16,
+            "num_heads": 2,
+            "epochs": 2,
+            "batch_size": 64,
+            "folds": 2,
+            "grid": {"depth": [1, 2]},
+            "compile": compile_,
+        },
+    )
 
     def trials(backend: str, n_jobs: int) -> pd.DataFrame:
         said = []
-        result = select(cfg.with_overrides(joblib_backend=backend, n_jobs=n_jobs), tiny_data, progress=False,
-                        log=said.append)
+        result = select(
+            cfg.with_overrides(joblib_backend=backend, n_jobs=n_jobs), tiny_data, progress=False, log=said.append
+        )
         assert not [line for line in said if "instead" in line], said  # the backend asked for ran
         assert (result.trials["status"] == "ok").all()
-        return result.trials[COLUMNS + ["history"]].assign(history=lambda t: t["history"].map(
-            lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]))
+        return result.trials[COLUMNS + ["history"]].assign(
+            history=lambda t: t["history"].map(
+                lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]
+            )
+        )
 
     one_worker = trials("loky", 1)
     pd.testing.assert_frame_equal(trials("loky", 1), one_worker, check_exact=True)  # rerun: identical

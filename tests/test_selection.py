@@ -16,11 +16,18 @@ def grid_config(**extra):
 
 
 def test_summary_against_hand_computed_numbers():
-    trials = pd.DataFrame({
-        "depth": [2, 2, 2, 1, 1, 1], "fold": [1, 2, 3, 1, 2, 3], "status": ["ok"] * 5 + ["failed"],
-        "train_loss": [1.0, 2.0, 3.0, 0.5, 0.5, float("nan")], "train_error": [0.1] * 6,
-        "val_loss": [1.0] * 6, "val_error": [0.10, 0.20, 0.60, 0.30, 0.50, float("nan")],
-        "seconds": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]})
+    trials = pd.DataFrame(
+        {
+            "depth": [2, 2, 2, 1, 1, 1],
+            "fold": [1, 2, 3, 1, 2, 3],
+            "status": ["ok"] * 5 + ["failed"],
+            "train_loss": [1.0, 2.0, 3.0, 0.5, 0.5, float("nan")],
+            "train_error": [0.1] * 6,
+            "val_loss": [1.0] * 6,
+            "val_error": [0.10, 0.20, 0.60, 0.30, 0.50, float("nan")],
+            "seconds": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        }
+    )
     summary = selection.summarize(trials, ["depth"])
     assert summary["depth"].tolist() == [2, 1]  # the grid's order, not sorted
     assert summary["val_error_mean"].tolist() == pytest.approx([0.30, 0.40])
@@ -32,8 +39,12 @@ def test_summary_against_hand_computed_numbers():
 def test_selection_writes_what_it_chose_and_reads_it_back(tiny_data, tmp_path):
     result = select(grid_config(), tiny_data, tmp_path, progress=False)
     assert len(result.trials) == 12
-    assert list(result.trials[["depth", "mlp_hidden_dim", "fold"]].itertuples(index=False, name=None))[:4] == \
-        [(1, 16, 1), (1, 16, 2), (1, 16, 3), (1, 32, 1)]
+    assert list(result.trials[["depth", "mlp_hidden_dim", "fold"]].itertuples(index=False, name=None))[:4] == [
+        (1, 16, 1),
+        (1, 16, 2),
+        (1, 16, 3),
+        (1, 32, 1),
+    ]
     assert set(result.trials["status"]) == {"ok"}
     errors = result.summary.set_index(["depth", "mlp_hidden_dim"])["val_error_mean"]
     assert errors[tuple(result.best.values())] == errors.min()
@@ -47,8 +58,19 @@ def test_selection_writes_what_it_chose_and_reads_it_back(tiny_data, tmp_path):
 
 
 def test_ties_go_to_the_first_config_of_the_grid():
-    rows = [{"lr": lr, "fold": 1, "status": "ok", "train_loss": 1.0, "train_error": 0.1, "val_loss": 1.0,
-             "val_error": err, "seconds": 1.0} for lr, err in ((0.1, 0.2), (0.01, 0.1), (0.001, 0.1))]
+    rows = [
+        {
+            "lr": lr,
+            "fold": 1,
+            "status": "ok",
+            "train_loss": 1.0,
+            "train_error": 0.1,
+            "val_loss": 1.0,
+            "val_error": err,
+            "seconds": 1.0,
+        }
+        for lr, err in ((0.1, 0.2), (0.01, 0.1), (0.001, 0.1))
+    ]
     result = selection._result(rows, [{"lr": 0.1}, {"lr": 0.01}, {"lr": 0.001}], ["lr"])
     assert result.best == {"lr": 0.01} and result.runner_up() == {"lr": 0.001}
 
@@ -96,8 +118,9 @@ def test_parallel_trials_give_the_same_numbers(tiny_data, backend, tmp_path):
     cols = ["depth", "fold", "val_error", "val_loss"]
     pd.testing.assert_frame_equal(serial.trials[cols], parallel.trials[cols], atol=1e-5, rtol=1e-4)
     saved = [json.loads(p.read_text())["row"] for p in sorted((tmp_path / "trials").glob("*.json"))]
-    assert sorted((r["depth"], r["fold"], r["val_error"]) for r in saved) == \
-        sorted(parallel.trials[["depth", "fold", "val_error"]].itertuples(index=False, name=None))
+    assert sorted((r["depth"], r["fold"], r["val_error"]) for r in saved) == sorted(
+        parallel.trials[["depth", "fold", "val_error"]].itertuples(index=False, name=None)
+    )
 
 
 def test_trials_written_before_a_setting_existed_are_reused(tiny_data, tmp_path):
@@ -119,8 +142,13 @@ def test_threads_with_dropout_are_refused(tiny_data):
 def test_how_trials_run_does_not_make_them_another_experiment(tiny_data, tmp_path):
     cfg = grid_config(grid={"depth": [1]}, folds=2)
     select(cfg, tiny_data, tmp_path, progress=False)
-    again = select(cfg.with_overrides(n_jobs=2, joblib_backend="threading", data_root="/elsewhere"),
-                   tiny_data, tmp_path, progress=False, log=lambda *_: None)
+    again = select(
+        cfg.with_overrides(n_jobs=2, joblib_backend="threading", data_root="/elsewhere"),
+        tiny_data,
+        tmp_path,
+        progress=False,
+        log=lambda *_: None,
+    )
     assert again.reused == 2
     with pytest.raises(ValueError, match=r"different experiment: compile \(False there, True now\)"):
         select(cfg.with_overrides(compile=True), tiny_data, tmp_path, progress=False)

@@ -24,7 +24,7 @@ def test_mcnemar_counts_discordant_pairs_and_matches_the_binomial_definition():
     b = np.array([1] * 50 + [1] * 10 + [0] * 3 + [0] * 37, bool)
     got = mcnemar(a, b)
     assert (got["a_only_right"], got["b_only_right"], got["discordant"]) == (3, 10, 13)
-    expected = min(1.0, 2 * sum(math.comb(13, k) for k in range(0, 4)) / 2 ** 13)
+    expected = min(1.0, 2 * sum(math.comb(13, k) for k in range(0, 4)) / 2**13)
     assert got["p_value"] == pytest.approx(expected)
     assert mcnemar(a, a)["p_value"] == 1.0
 

@@ -2,12 +2,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vitlib.reference import ViT as ReferenceViT
-from vitlib.reference import vitlib_state_dict
 from vitlib.config import build_config
 from vitlib.model import ViT, ViTConfig
-from vitlib.train import (TrainConfig, TrainingDiverged, build_model, evaluate, fit, load_checkpoint, lr_factor,
-                          predict, resolve_device, save_checkpoint)
+from vitlib.reference import ViT as ReferenceViT
+from vitlib.reference import vitlib_state_dict
+from vitlib.train import (
+    TrainConfig,
+    TrainingDiverged,
+    build_model,
+    evaluate,
+    fit,
+    load_checkpoint,
+    lr_factor,
+    predict,
+    resolve_device,
+    save_checkpoint,
+)
 
 SMALL = ViTConfig(embed_dim=16, num_heads=2, depth=1, mlp_hidden_dim=32, normalize_input=True)
 
@@ -16,8 +26,14 @@ def test_same_seed_gives_identical_numbers(tiny_data):
     runs = []
     for _ in range(2):
         model = build_model(SMALL, seed=3)
-        hist = fit(model, tiny_data.train_images, tiny_data.train_labels, TrainConfig(epochs=2, seed=3),
-                   eval_set=(tiny_data.test_images, tiny_data.test_labels), progress=False)
+        hist = fit(
+            model,
+            tiny_data.train_images,
+            tiny_data.train_labels,
+            TrainConfig(epochs=2, seed=3),
+            eval_set=(tiny_data.test_images, tiny_data.test_labels),
+            progress=False,
+        )
         runs.append((hist, model.state_dict()))
     strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
     assert strip(runs[0][0]) == strip(runs[1][0])
@@ -29,11 +45,16 @@ def test_same_seed_gives_identical_numbers(tiny_data):
 
 def test_training_learns_a_learnable_task(tiny_data):
     model = build_model(SMALL, seed=0)
-    hist = fit(model, tiny_data.train_images, tiny_data.train_labels,
-               # lr 0.005 makes this tiny problem spike at random epochs, so that rounding-level
-               # changes of the kernels decide the last epoch; at 0.002 it learns smoothly.
-               TrainConfig(epochs=8, lr=0.002, batch_size=32), progress=False,
-               eval_set=(tiny_data.test_images, tiny_data.test_labels))
+    hist = fit(
+        model,
+        tiny_data.train_images,
+        tiny_data.train_labels,
+        # lr 0.005 makes this tiny problem spike at random epochs, so that rounding-level
+        # changes of the kernels decide the last epoch; at 0.002 it learns smoothly.
+        TrainConfig(epochs=8, lr=0.002, batch_size=32),
+        progress=False,
+        eval_set=(tiny_data.test_images, tiny_data.test_labels),
+    )
     assert hist[0]["eval_error"] > 0.5  # chance is 0.9
     assert hist[-1]["eval_error"] < 0.15
     assert [row["epoch"] for row in hist] == list(range(1, 9))
@@ -95,6 +116,7 @@ def test_checkpoint_loads_back_to_identical_predictions(tiny_data, tmp_path):
     assert payload["config"] == cfg.to_dict() and payload["history"] == hist
     assert payload["metrics"]["test_error"] == 0.5
     import vitlib
+
     assert payload["format"] == 1 and payload["vitlib_version"] == vitlib.__version__ != "0+unknown"
     # A checkpoint from before the format was recorded (same layout) still loads.
     torch.save({k: v for k, v in payload.items() if k not in ("format", "vitlib_version")}, tmp_path / "old.pt")
@@ -110,17 +132,25 @@ def test_missing_checkpoint_says_how_to_make_one(tmp_path):
 def test_divergence_is_reported_not_hidden(tiny_data):
     model = build_model(SMALL, seed=0)
     with pytest.raises(TrainingDiverged, match="try a smaller learning rate"):
-        fit(model, tiny_data.train_images, tiny_data.train_labels,
-            TrainConfig(epochs=1, optimizer="sgd", lr=1e30), progress=False)
+        fit(
+            model,
+            tiny_data.train_images,
+            tiny_data.train_labels,
+            TrainConfig(epochs=1, optimizer="sgd", lr=1e30),
+            progress=False,
+        )
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"lr": 0}, "lr (learning rate) must be a positive number"),
-    ({"lr": -0.1}, "lr (learning rate) must be a positive number"),
-    ({"epochs": 0}, "epochs must be a positive integer"),
-    ({"optimizer": "lamb"}, "optimizer='lamb' is not valid; choose one of ['adam', 'adamw', 'sgd']"),
-    ({"device": "gpu7"}, "device='gpu7' is not a torch device"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"lr": 0}, "lr (learning rate) must be a positive number"),
+        ({"lr": -0.1}, "lr (learning rate) must be a positive number"),
+        ({"epochs": 0}, "epochs must be a positive integer"),
+        ({"optimizer": "lamb"}, "optimizer='lamb' is not valid; choose one of ['adam', 'adamw', 'sgd']"),
+        ({"device": "gpu7"}, "device='gpu7' is not a torch device"),
+    ],
+)
 def test_bad_training_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError) as err:
         TrainConfig(**kwargs)
@@ -177,7 +207,6 @@ def test_ema_ends_with_the_moving_average_of_the_weights(tiny_data):
             expected = decay * expected + (1 - decay) * later[name]
         torch.testing.assert_close(averaged.state_dict()[name], expected, atol=1e-5, rtol=1e-4)
         assert not torch.allclose(averaged.state_dict()[name], snapshots[-1][name])
-
 
 
 def test_one_process_compiles_many_configurations_without_falling_back_to_eager(tiny_data, monkeypatch):

@@ -6,7 +6,8 @@ selection), `experiment` (full-data runs), `study` (the stages the notebooks run
 (tables and prose), `build` (papermill and nbconvert), `cli` (`python -m vitlib`).
 """
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 from .config import PRESETS, ExperimentConfig, build_config
 from .data import MNIST, ensure_mnist, kfold_splits, load_mnist
@@ -17,6 +18,21 @@ try:  # the version pip installed (pyproject.toml's), recorded in every checkpoi
     __version__ = _version("vitlib")
 except PackageNotFoundError:  # imported from a source tree that was never installed
     __version__ = "0+unknown"
-__all__ = ["PRESETS", "ExperimentConfig", "build_config", "MNIST", "ensure_mnist", "kfold_splits",
-           "load_mnist", "ViT", "ViTConfig", "count_parameters", "TrainConfig", "evaluate", "fit",
-           "load_checkpoint", "predict", "save_checkpoint"]
+__all__ = [
+    "PRESETS",
+    "ExperimentConfig",
+    "build_config",
+    "MNIST",
+    "ensure_mnist",
+    "kfold_splits",
+    "load_mnist",
+    "ViT",
+    "ViTConfig",
+    "count_parameters",
+    "TrainConfig",
+    "evaluate",
+    "fit",
+    "load_checkpoint",
+    "predict",
+    "save_checkpoint",
+]

@@ -9,6 +9,7 @@ nothing else: what the Jupyter kernels print to their own stderr goes to kernel.
 from __future__ import annotations
 
 import contextlib
+import functools
 import html
 import os
 import shutil
@@ -17,9 +18,9 @@ import threading
 import time
 from pathlib import Path
 
-from .files import writable_folder
 from .config import load_yaml
-from .study import BATCH_ENV, NOTEBOOKS, Study, from_parameters, project_root
+from .files import writable_folder
+from .study import BATCH_ENV, Study, from_parameters, project_root
 
 
 def report_order(notebooks: list[str]) -> list[str]:
@@ -29,6 +30,7 @@ def report_order(notebooks: list[str]) -> list[str]:
 
 class NotebookFailed(RuntimeError):
     """A notebook stopped with an error; the executed notebook holds the traceback."""
+
 
 PDF_PACKAGES = "texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc"
 
@@ -43,8 +45,10 @@ def profile_parameters(profile: str, params_file: Path | None = None, quiet: boo
         params_file = root / "params" / f"{profile}.yaml"
         if not params_file.is_file():
             known = sorted(p.stem for p in (root / "params").glob("*.yaml"))
-            raise FileNotFoundError(f"no parameter profile {profile!r} (no {params_file}). Fix: choose one of "
-                                    f"{', '.join(known)}, or add params/{profile}.yaml")
+            raise FileNotFoundError(
+                f"no parameter profile {profile!r} (no {params_file}). Fix: choose one of "
+                f"{', '.join(known)}, or add params/{profile}.yaml"
+            )
     params = {**load_yaml(params_file), "profile": profile}
     with contextlib.redirect_stdout(None) if quiet else contextlib.nullcontext():
         study = from_parameters(dict(params))  # fail before anything runs if a parameter is unknown or invalid
@@ -72,14 +76,26 @@ def execute(profile: str, params_file: Path | None = None, echo=_say) -> list[Pa
             echo(f"[notebook {i}/{len(notebooks)}] {name} ({time.perf_counter() - start:.0f} s so far)")
             target = out / name
             try:
-                _in_worker_thread(lambda: pm.execute_notebook(
-                    str(root / "notebooks" / name), str(target), parameters=params, cwd=str(root / "notebooks"),
-                    log_output=False, progress_bar=False))
+                _in_worker_thread(
+                    functools.partial(
+                        pm.execute_notebook,
+                        str(root / "notebooks" / name),
+                        str(target),
+                        parameters=params,
+                        cwd=str(root / "notebooks"),
+                        log_output=False,
+                        progress_bar=False,
+                    )
+                )
             except pm.PapermillExecutionError as err:
-                raise NotebookFailed(f"{name} stopped with {err.ename}: {err.evalue} (the executed notebook, "
-                                     f"with the traceback: {target})") from None
+                raise NotebookFailed(
+                    f"{name} stopped with {err.ename}: {err.evalue} (the executed notebook, "
+                    f"with the traceback: {target})"
+                ) from None
             executed.append(target)
-    echo(f"Executed {len(notebooks)} notebook{'s' if len(notebooks) > 1 else ''} in {time.perf_counter() - start:.0f} s; progress log: {out / 'build.log'}")
+    echo(
+        f"Executed {len(notebooks)} notebook{'s' if len(notebooks) > 1 else ''} in {time.perf_counter() - start:.0f} s; progress log: {out / 'build.log'}"
+    )
     return executed
 
 
@@ -150,7 +166,7 @@ def _follow(path: Path, echo, every: float = 1.0):
                 with open(path, "rb") as f:
                     f.seek(offset)
                     chunk = f.read()
-                complete = chunk[:chunk.rfind(b"\n") + 1]  # only whole lines
+                complete = chunk[: chunk.rfind(b"\n") + 1]  # only whole lines
                 offset += len(complete)
                 for line in complete.decode(errors="replace").splitlines():
                     echo("    " + line)
@@ -195,11 +211,15 @@ def render(profile: str, pdf: bool = True, params_file: Path | None = None) -> d
     executed = [out / name for name in report_order(study.notebooks)]
     missing = [str(p) for p in executed if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"executed notebooks missing: {', '.join(missing)}; run "
-                                f"`python -m vitlib report --profile {profile}` without --render-only")
-    title = (f"Vision Transformers on MNIST: the strongest one 2 CPU cores train in an hour ({profile} profile)"
-             if study.preset == "laptop" else
-             f"Vision Transformers on MNIST: a course report rerun, fixed and explained ({profile} profile)")
+        raise FileNotFoundError(
+            f"executed notebooks missing: {', '.join(missing)}; run "
+            f"`python -m vitlib report --profile {profile}` without --render-only"
+        )
+    title = (
+        f"Vision Transformers on MNIST: the strongest one 2 CPU cores train in an hour ({profile} profile)"
+        if study.preset == "laptop"
+        else f"Vision Transformers on MNIST: a course report rerun, fixed and explained ({profile} profile)"
+    )
     combined = combine(executed, title)
     nbformat.write(combined, str(out / "report.ipynb"))
     written = {}
@@ -211,14 +231,17 @@ def render(profile: str, pdf: bool = True, params_file: Path | None = None) -> d
     (out / "report.html").write_text(body)
     written["html"] = out / "report.html"
     for path in executed:
-        body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(path), as_version=4),
-                                                    resources={"metadata": {"name": path.stem}})
+        body, _ = HTMLExporter().from_notebook_node(
+            nbformat.read(str(path), as_version=4), resources={"metadata": {"name": path.stem}}
+        )
         path.with_suffix(".html").write_text(body)
     if pdf:
         missing_tools = [t for t in ("xelatex", "pandoc") if shutil.which(t) is None]
         if missing_tools:
-            print(f"PDF skipped: {', '.join(missing_tools)} not found. For the PDF, install them, e.g. on "
-                  f"Debian/Ubuntu: sudo apt-get install --no-install-recommends {PDF_PACKAGES}")
+            print(
+                f"PDF skipped: {', '.join(missing_tools)} not found. For the PDF, install them, e.g. on "
+                f"Debian/Ubuntu: sudo apt-get install --no-install-recommends {PDF_PACKAGES}"
+            )
         else:
             print("Rendering the PDF with XeLaTeX ...", flush=True)
             exporter = PDFExporter(**hidden, raw_mimetypes=["text/latex"])  # its default would drop LaTeX raw cells
@@ -253,8 +276,10 @@ def check(profile: str, echo=_say) -> bool:
             else:
                 os.environ["VITLIB_REPORT_DIR"] = before
     table, same = findings.compare(committed, rebuilt)
-    shown = table.assign(**{c: table[c].map(_show) for c in ("committed", "rebuilt", "difference", "tolerance")},
-                         ok=table["ok"].map({True: "ok", False: "MOVED"}))
+    shown = table.assign(
+        **{c: table[c].map(_show) for c in ("committed", "rebuilt", "difference", "tolerance")},
+        ok=table["ok"].map({True: "ok", False: "MOVED"}),
+    )
     with pd.option_context("display.width", 200, "display.max_rows", None, "display.max_colwidth", 60):
         echo(shown.to_string(index=False))
     was, now = committed["built"]["machine"], rebuilt["built"]["machine"]
@@ -262,11 +287,15 @@ def check(profile: str, echo=_say) -> bool:
         echo(f"Same machine and libraries as the committed build ({was['cpu']}): every number must be identical.")
     else:
         differ = ", ".join(f"{k} {was.get(k)!r} -> {now.get(k)!r}" for k in now if was.get(k) != now.get(k))
-        echo(f"Another machine or library version than the committed build ({differ}): numbers may move by float "
-             f"rounding, up to twice the spread the report states for each (seeds or folds).")
+        echo(
+            f"Another machine or library version than the committed build ({differ}): numbers may move by float "
+            f"rounding, up to twice the spread the report states for each (seeds or folds)."
+        )
     moved = int((~table["ok"]).sum())
-    echo(f"check-report {profile}: {len(table) - moved} of {len(table)} numbers hold" +
-         (f"; {moved} moved beyond tolerance" if moved else ""))
+    echo(
+        f"check-report {profile}: {len(table) - moved} of {len(table)} numbers hold"
+        + (f"; {moved} moved beyond tolerance" if moved else "")
+    )
     return moved == 0
 
 

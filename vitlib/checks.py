@@ -29,7 +29,8 @@ def reject_unknown(keys, valid: set[str], what: str) -> None:
     """Refuse names outside `valid`, suggesting the closest valid name for each."""
     unknown = sorted(set(keys) - valid)
     if unknown:
-        hints = [f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, valid, 1)) else repr(k)
-                 for k in unknown]
+        hints = [
+            f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, valid, 1)) else repr(k)
+            for k in unknown
+        ]
         raise ValueError(f"unknown {what}(s): {', '.join(hints)}. Valid: {', '.join(sorted(valid))}")
-

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import yaml
 
-from .config import FIELD_SECTION, PRESETS, SECTIONS, build_config
 from .build import NotebookFailed
-from .files import writable_folder
+from .config import FIELD_SECTION, PRESETS, SECTIONS, build_config
 from .data import MNISTError
+from .files import writable_folder
 from .results import write_json
 from .train import TrainingDiverged
 
@@ -36,11 +36,18 @@ def _add_setting_flags(parser: argparse.ArgumentParser, skip=("grid",)) -> None:
             default = f.default if f.default is not MISSING else None
             help_text = f"{section}; preset/default value otherwise (class default: {default})"
             if str(f.type) == "bool":
-                group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                                   default=None, help=help_text)
+                group.add_argument(
+                    flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+                )
             else:
-                group.add_argument(flag, dest=f.name, type=_TYPES[str(f.type)], default=None,
-                                   metavar=str(f.type).upper(), help=help_text)
+                group.add_argument(
+                    flag,
+                    dest=f.name,
+                    type=_TYPES[str(f.type)],
+                    default=None,
+                    metavar=str(f.type).upper(),
+                    help=help_text,
+                )
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -61,8 +68,12 @@ def _parse_grid(items: list[str] | None) -> dict | None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="seed", choices=list(PRESETS),
-                        help="starting configuration (default: seed, the original experiment)")
+    parser.add_argument(
+        "--preset",
+        default="seed",
+        choices=list(PRESETS),
+        help="starting configuration (default: seed, the original experiment)",
+    )
     parser.add_argument("--config", type=Path, help="YAML file of settings applied on top of the preset")
     parser.add_argument("--out", type=Path, required=True, help="output folder for results")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -81,12 +92,16 @@ def cmd_train(args) -> None:
     writable_folder(args.out, "output folder")
     metrics = finished_run(args.out, cfg)  # refuses a folder holding another experiment's run
     if metrics is not None:
-        print(f"{args.out} already holds this run, finished: test accuracy {metrics['test_accuracy']:.2%}. "
-              f"Nothing was trained; to train it again, give another --out or move {args.out} away.")
+        print(
+            f"{args.out} already holds this run, finished: test accuracy {metrics['test_accuracy']:.2%}. "
+            f"Nothing was trained; to train it again, give another --out or move {args.out} away."
+        )
         return
     _, metrics = train_and_test(cfg, out_dir=args.out, progress=not args.no_progress)
-    print(f"{metrics['scored_on']} accuracy {metrics['test_accuracy']:.2%} (error {metrics['test_error']:.4f}, "
-          f"loss {metrics['test_loss']:.4f}); wrote config.json, metrics.json, checkpoint.pt to {args.out}")
+    print(
+        f"{metrics['scored_on']} accuracy {metrics['test_accuracy']:.2%} (error {metrics['test_error']:.4f}, "
+        f"loss {metrics['test_loss']:.4f}); wrote config.json, metrics.json, checkpoint.pt to {args.out}"
+    )
 
 
 def cmd_select(args) -> None:
@@ -118,14 +133,21 @@ def cmd_evaluate(args) -> None:
     model, payload = load_checkpoint(args.checkpoint, args.device)
     data = load_mnist(args.data_root)
     test = evaluate(model, data.test_images, data.test_labels)
-    result = {"checkpoint": str(args.checkpoint), "test_accuracy": 1 - test["error"],
-              "test_error": test["error"], "test_loss": test["loss"], "n_test": len(data.test_images)}
+    result = {
+        "checkpoint": str(args.checkpoint),
+        "test_accuracy": 1 - test["error"],
+        "test_error": test["error"],
+        "test_loss": test["loss"],
+        "n_test": len(data.test_images),
+    }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{args.checkpoint}: test accuracy {result['test_accuracy']:.2%} "
-              f"({round(test['error'] * len(data.test_images))} of {len(data.test_images)} wrong), "
-              f"loss {test['loss']:.4f}")
+        print(
+            f"{args.checkpoint}: test accuracy {result['test_accuracy']:.2%} "
+            f"({round(test['error'] * len(data.test_images))} of {len(data.test_images)} wrong), "
+            f"loss {test['loss']:.4f}"
+        )
 
 
 def cmd_predict(args) -> None:
@@ -148,8 +170,9 @@ def cmd_report(args) -> None:
     if not args.render_only:
         execute(args.profile, args.params)
     written = render(args.profile, pdf=not args.no_pdf, params_file=args.params)
-    print("wrote " + ", ".join(str(p) for p in written.values()) + f" (and per-notebook HTML in "
-          f"{written['html'].parent})")
+    print(
+        "wrote " + ", ".join(str(p) for p in written.values()) + f" (and per-notebook HTML in {written['html'].parent})"
+    )
 
 
 def cmd_check_report(args) -> int:
@@ -160,54 +183,77 @@ def cmd_check_report(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vitlib", description=__doc__.splitlines()[0], allow_abbrev=False)
-    parser.add_argument("--debug", action="store_true",
-                        help=f"show the Python traceback behind an error (or set {DEBUG_ENV}=1)")
+    parser.add_argument(
+        "--debug", action="store_true", help=f"show the Python traceback behind an error (or set {DEBUG_ENV}=1)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("data", allow_abbrev=False, help="fetch and verify MNIST", description="Fetch MNIST (if needed) and verify it.")
+    p = sub.add_parser(
+        "data", allow_abbrev=False, help="fetch and verify MNIST", description="Fetch MNIST (if needed) and verify it."
+    )
     p.add_argument("--root", default="data", help="data folder (default: data)")
     p.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("train", allow_abbrev=False, help="train one config on the training set and test it",
-                       description="Train one config on all 60k training images, testing after each epoch.")
+    p = sub.add_parser(
+        "train",
+        allow_abbrev=False,
+        help="train one config on the training set and test it",
+        description="Train one config on all 60k training images, testing after each epoch.",
+    )
     _common(p)
     _add_setting_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("select", allow_abbrev=False, help="k-fold model selection over a grid (resumable)",
-                       description="k-fold cross-validation over a grid; finished trials are kept and reused.")
+    p = sub.add_parser(
+        "select",
+        allow_abbrev=False,
+        help="k-fold model selection over a grid (resumable)",
+        description="k-fold cross-validation over a grid; finished trials are kept and reused.",
+    )
     _common(p)
-    p.add_argument("--grid", action="append", metavar="KEY=V1,V2",
-                   help="a grid axis, repeatable (default: the preset's grid)")
+    p.add_argument(
+        "--grid", action="append", metavar="KEY=V1,V2", help="a grid axis, repeatable (default: the preset's grid)"
+    )
     _add_setting_flags(p)
     p.set_defaults(func=cmd_select)
 
-    for name, func, what in (("evaluate", cmd_evaluate, "score a checkpoint on the MNIST test set"),
-                             ("predict", cmd_predict, "classify image files with a checkpoint")):
+    for name, func, what in (
+        ("evaluate", cmd_evaluate, "score a checkpoint on the MNIST test set"),
+        ("predict", cmd_predict, "classify image files with a checkpoint"),
+    ):
         p = sub.add_parser(name, allow_abbrev=False, help=what, description=what[0].upper() + what[1:] + ".")
         p.add_argument("checkpoint", type=Path, help="checkpoint.pt written by `train`")
         if name == "predict":
-            p.add_argument("images", nargs="+", type=Path,
-                           help="image files (any size; dark-on-light digits are inverted)")
+            p.add_argument(
+                "images", nargs="+", type=Path, help="image files (any size; dark-on-light digits are inverted)"
+            )
         else:
             p.add_argument("--data-root", default="data", help="data folder (default: data)")
             p.add_argument("--json", action="store_true", help="print the result as JSON")
         p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("report", allow_abbrev=False, help="execute the notebooks and render the report",
-                       description="Execute the notebooks with papermill into report/PROFILE/ and render "
-                                   "report.html and report.pdf with nbconvert.")
+    p = sub.add_parser(
+        "report",
+        allow_abbrev=False,
+        help="execute the notebooks and render the report",
+        description="Execute the notebooks with papermill into report/PROFILE/ and render "
+        "report.html and report.pdf with nbconvert.",
+    )
     p.add_argument("--profile", default="seed", help="parameter profile params/PROFILE.yaml (default: seed)")
     p.add_argument("--params", type=Path, help="another parameter file instead of params/PROFILE.yaml")
     p.add_argument("--render-only", action="store_true", help="render the already executed notebooks")
     p.add_argument("--no-pdf", action="store_true", help="make only the HTML")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("check-report", allow_abbrev=False, help="rebuild a profile and compare it with the committed one",
-                       description="Rebuild report/PROFILE/ from scratch in a temporary folder and compare every number "
-                                   "of its results.json with the committed one (exit status 1 if one moved beyond "
-                                   "tolerance: none on the machine that built it, twice the stated spread elsewhere).")
+    p = sub.add_parser(
+        "check-report",
+        allow_abbrev=False,
+        help="rebuild a profile and compare it with the committed one",
+        description="Rebuild report/PROFILE/ from scratch in a temporary folder and compare every number "
+        "of its results.json with the committed one (exit status 1 if one moved beyond "
+        "tolerance: none on the machine that built it, twice the stated spread elsewhere).",
+    )
     p.add_argument("--profile", default="seed", help="parameter profile params/PROFILE.yaml (default: seed)")
     p.set_defaults(func=cmd_check_report)
     return parser
@@ -232,8 +278,15 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         resumable = args.command in ("train", "select", "report", "check-report")
-        print("\ninterrupted" + (": every finished trial and run is saved; run the same command again to go on "
-                                 "from there" if resumable else ""), file=sys.stderr)
+        print(
+            "\ninterrupted"
+            + (
+                ": every finished trial and run is saved; run the same command again to go on from there"
+                if resumable
+                else ""
+            ),
+            file=sys.stderr,
+        )
         return 130
     return status or 0
 
@@ -242,6 +295,8 @@ def _one_line(err: Exception) -> str:
     """The error's message; for an operating-system error, which path and what the system said."""
     if isinstance(err, OSError) and err.strerror:
         path = f"{err.filename}: " if err.filename else ""
-        return (f"{path}{err.strerror}. Fix: check that the path is right and that you may read (or write) it"
-                f"{'; free some disk space' if err.errno == errno.ENOSPC else ''}")
+        return (
+            f"{path}{err.strerror}. Fix: check that the path is right and that you may read (or write) it"
+            f"{'; free some disk space' if err.errno == errno.ENOSPC else ''}"
+        )
     return " ".join(str(err).split()) or type(err).__name__

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from .data import DEFAULT_ROOT
 from .checks import check_choice, check_fields, reject_unknown
+from .data import DEFAULT_ROOT
 from .files import readable_file
 from .model import ViTConfig
 from .train import TrainConfig
@@ -70,8 +70,9 @@ class ExperimentConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
 
     def __post_init__(self):
-        reject_unknown(self.selection.grid, {k for k, s in FIELD_SECTION.items() if s in ("model", "train")},
-                       "grid key")
+        reject_unknown(
+            self.selection.grid, {k for k, s in FIELD_SECTION.items() if s in ("model", "train")}, "grid key"
+        )
         for key in self.selection.grid:
             if not isinstance(self.selection.grid[key], list) or not self.selection.grid[key]:
                 raise ValueError(f"grid[{key!r}] must be a non-empty list of values")
@@ -81,7 +82,7 @@ class ExperimentConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def with_overrides(self, overrides: dict[str, Any] | None = None, **kwargs) -> "ExperimentConfig":
+    def with_overrides(self, overrides: dict[str, Any] | None = None, **kwargs) -> ExperimentConfig:
         """A copy with flat overrides applied, e.g. `cfg.with_overrides(epochs=1, depth=3)`."""
         overrides = {**(overrides or {}), **kwargs}
         reject_unknown(overrides, set(FIELD_SECTION), "setting")
@@ -113,41 +114,96 @@ def _apply_sections(cfg: ExperimentConfig, overrides: dict) -> dict:
 
 # The course report's model: per-head q/k/v, no output projection, fixed sinusoidal positions,
 # no final LayerNorm, PyTorch default init. Its double softmax is a flag, off here.
-ORIGINAL_MODEL = dict(patch_size=4, embed_dim=8, num_heads=2, qkv_per_head=True, attn_out_proj=False,
-                      pos_embed="sinusoidal", final_norm=False, init="torch", head_softmax=False)
+ORIGINAL_MODEL = dict(
+    patch_size=4,
+    embed_dim=8,
+    num_heads=2,
+    qkv_per_head=True,
+    attn_out_proj=False,
+    pos_embed="sinusoidal",
+    final_norm=False,
+    init="torch",
+    head_softmax=False,
+)
 
 PRESETS: dict[str, dict] = {
     # The original experiment, double softmax removed: best config 3 blocks x 16 units,
     # model selection over depth {2, 3} x MLP hidden units {16, 32}, 3 folds.
-    "seed": {**ORIGINAL_MODEL, "depth": 3, "mlp_hidden_dim": 16,
-             "grid": {"depth": [2, 3], "mlp_hidden_dim": [16, 32]}},
+    "seed": {**ORIGINAL_MODEL, "depth": 3, "mlp_hidden_dim": 16, "grid": {"depth": [2, 3], "mlp_hidden_dim": [16, 32]}},
     # The same, bug for bug: the softmax in the head, as the report was trained (~73%).
-    "original": {**ORIGINAL_MODEL, "depth": 3, "mlp_hidden_dim": 16, "head_softmax": True,
-                 "grid": {"depth": [2, 3], "mlp_hidden_dim": [16, 32]}},
+    "original": {
+        **ORIGINAL_MODEL,
+        "depth": 3,
+        "mlp_hidden_dim": 16,
+        "head_softmax": True,
+        "grid": {"depth": [2, 3], "mlp_hidden_dim": [16, 32]},
+    },
     # The same ~2k-parameter size with a modern recipe.
-    "modern": {"patch_size": 4, "embed_dim": 8, "num_heads": 2, "depth": 3, "mlp_hidden_dim": 16,
-               "normalize_input": True, "optimizer": "adamw", "weight_decay": 0.05,
-               "lr_schedule": "cosine", "warmup_epochs": 1.0,
-               "grid": {"depth": [2, 3], "mlp_hidden_dim": [16, 32]}},
+    "modern": {
+        "patch_size": 4,
+        "embed_dim": 8,
+        "num_heads": 2,
+        "depth": 3,
+        "mlp_hidden_dim": 16,
+        "normalize_input": True,
+        "optimizer": "adamw",
+        "weight_decay": 0.05,
+        "lr_schedule": "cosine",
+        "warmup_epochs": 1.0,
+        "grid": {"depth": [2, 3], "mlp_hidden_dim": [16, 32]},
+    },
     # The accuracy recipe (needs a GPU for its 60 epochs): a ViT from scratch, 4x4 patches, no
     # convolutional stem, ~1.6M parameters; on-device random affine augmentation, AdamW with
     # warmup + cosine, label smoothing, stochastic depth, an EMA of the weights, bf16 autocast.
-    "strong": {"patch_size": 4, "embed_dim": 128, "num_heads": 4, "depth": 8, "mlp_hidden_dim": 512,
-               "normalize_input": True, "drop_path_rate": 0.1,
-               "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.05, "lr_schedule": "cosine",
-               "warmup_epochs": 5.0, "label_smoothing": 0.1, "epochs": 60, "batch_size": 256,
-               "aug_degrees": 10.0, "aug_translate": 0.1, "aug_scale": 0.1, "ema_decay": 0.999,
-               "amp": True, "compile": True,
-               "grid": {"depth": [6, 8]}},
+    "strong": {
+        "patch_size": 4,
+        "embed_dim": 128,
+        "num_heads": 4,
+        "depth": 8,
+        "mlp_hidden_dim": 512,
+        "normalize_input": True,
+        "drop_path_rate": 0.1,
+        "optimizer": "adamw",
+        "lr": 0.001,
+        "weight_decay": 0.05,
+        "lr_schedule": "cosine",
+        "warmup_epochs": 5.0,
+        "label_smoothing": 0.1,
+        "epochs": 60,
+        "batch_size": 256,
+        "aug_degrees": 10.0,
+        "aug_translate": 0.1,
+        "aug_scale": 0.1,
+        "ema_decay": 0.999,
+        "amp": True,
+        "compile": True,
+        "grid": {"depth": [6, 8]},
+    },
     # The strongest ViT that 2 CPU cores train in an hour (issue 12, vitlib/laptop.py): the strong
     # recipe at ~206k parameters, fp32, compiled. Its size and epochs are the candidate of
     # laptop.CANDIDATES that the validation split chose (a test checks it), never the test set.
-    "laptop": {"patch_size": 4, "embed_dim": 64, "num_heads": 4, "depth": 6, "mlp_hidden_dim": 128,
-               "normalize_input": True, "drop_path_rate": 0.05,
-               "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.05, "lr_schedule": "cosine",
-               "warmup_epochs": 3.0, "label_smoothing": 0.1, "epochs": 50, "batch_size": 128,
-               "aug_degrees": 10.0, "aug_translate": 0.1, "aug_scale": 0.1, "ema_decay": 0.999,
-               "compile": True},
+    "laptop": {
+        "patch_size": 4,
+        "embed_dim": 64,
+        "num_heads": 4,
+        "depth": 6,
+        "mlp_hidden_dim": 128,
+        "normalize_input": True,
+        "drop_path_rate": 0.05,
+        "optimizer": "adamw",
+        "lr": 0.001,
+        "weight_decay": 0.05,
+        "lr_schedule": "cosine",
+        "warmup_epochs": 3.0,
+        "label_smoothing": 0.1,
+        "epochs": 50,
+        "batch_size": 128,
+        "aug_degrees": 10.0,
+        "aug_translate": 0.1,
+        "aug_scale": 0.1,
+        "ema_decay": 0.999,
+        "compile": True,
+    },
 }
 
 
@@ -160,7 +216,9 @@ def load_yaml(path: str | Path) -> dict:
         where = getattr(err, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ValueError(f"{path} is not valid YAML{at}: {problem}; fix the file (settings are `key: value` lines)") from None
+        raise ValueError(
+            f"{path} is not valid YAML{at}: {problem}; fix the file (settings are `key: value` lines)"
+        ) from None
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not a text file; give a YAML file of `key: value` settings") from None
     if data is None:
@@ -170,8 +228,9 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def build_config(preset: str = "seed", overrides: dict[str, Any] | None = None,
-                 yaml_path: str | Path | None = None) -> ExperimentConfig:
+def build_config(
+    preset: str = "seed", overrides: dict[str, Any] | None = None, yaml_path: str | Path | None = None
+) -> ExperimentConfig:
     """preset -> YAML file -> overrides, validated. A YAML file may name its own `preset`."""
     settings = dict(load_yaml(yaml_path)) if yaml_path else {}
     preset = settings.pop("preset", preset)

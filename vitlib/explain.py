@@ -25,7 +25,7 @@ def position_similarity(model: ViT) -> torch.Tensor:
     """Cosine similarity between the position embeddings of the patch tokens, (P, P)."""
     if model.pos_embed is None:
         raise ValueError("this model has no position embedding (pos_embed='none')")
-    pos = model.pos_embed[0, int(model.cls_token is not None):].detach().float()
+    pos = model.pos_embed[0, int(model.cls_token is not None) :].detach().float()
     pos = F.normalize(pos, dim=-1)
     return pos @ pos.T
 

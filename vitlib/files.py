@@ -21,8 +21,9 @@ def readable_file(path, what: str, fix: str) -> Path:
         with open(path, "rb") as f:
             empty = not f.read(1)
     except PermissionError:
-        raise ValueError(f"{what} {path} cannot be read (permission denied). Fix: make it readable "
-                         f"(chmod u+r {path}), or {fix}") from None
+        raise ValueError(
+            f"{what} {path} cannot be read (permission denied). Fix: make it readable (chmod u+r {path}), or {fix}"
+        ) from None
     if empty:
         raise ValueError(f"{what} {path} is empty. Fix: {fix}")
     return path
@@ -39,8 +40,10 @@ def writable_folder(path, what: str) -> Path:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as err:
-        raise ValueError(f"{what} {path} cannot be written ({err.strerror or err}). Fix: choose a folder you "
-                         f"can write to, or change its permissions") from None
+        raise ValueError(
+            f"{what} {path} cannot be written ({err.strerror or err}). Fix: choose a folder you "
+            f"can write to, or change its permissions"
+        ) from None
     return path
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from .files import readable_file
 from .results import write_json
-from .stats import mean_std, mcnemar, t_interval, wilson_interval
+from .stats import mcnemar, mean_std, t_interval, wilson_interval
 
 COURSE_REPORT_ACCURACY = 0.73  # the one constant: what the course report claimed for its final model
 # Libraries whose version can change a number or a figure.
@@ -32,9 +32,14 @@ LIBRARIES = ("torch", "numpy", "scipy", "scikit-learn", "pandas", "matplotlib", 
 
 def machine() -> dict:
     """What a rebuild must share with the committed build to give bit-identical numbers."""
-    info = {"cpu": platform.processor() or platform.machine(), "cpu_flags": "", "cores": os.cpu_count(),
-            "arch": platform.machine(), "python": platform.python_version(),
-            **{lib: version(lib) for lib in LIBRARIES}}
+    info = {
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_flags": "",
+        "cores": os.cpu_count(),
+        "arch": platform.machine(),
+        "python": platform.python_version(),
+        **{lib: version(lib) for lib in LIBRARIES},
+    }
     try:
         with open("/proc/cpuinfo") as f:
             lines = f.read().splitlines()
@@ -49,10 +54,16 @@ def machine() -> dict:
 def _commit() -> str:
     here = Path(__file__).parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=here, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "vitlib", "notebooks",
-                                "params"], capture_output=True, text=True, cwd=here, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "vitlib", "notebooks", "params"],
+            capture_output=True,
+            text=True,
+            cwd=here,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
     return commit + ("+modified" if commit and dirty else "")
@@ -65,18 +76,28 @@ def _number(value, spread=None, kind="fraction", label=""):
 def gather(study) -> dict:
     """All the numbers of a finished study (every stage has run), read from its saved results."""
     selection = study.selection()
-    numbers = {"course_report.test_accuracy": _number(COURSE_REPORT_ACCURACY, kind="constant",
-                                                      label="the course report's claim")}
+    numbers = {
+        "course_report.test_accuracy": _number(
+            COURSE_REPORT_ACCURACY, kind="constant", label="the course report's claim"
+        )
+    }
     for row in selection.summary.to_dict("records"):
         point = ", ".join(f"{k}={row[k]}" for k in selection.grid_keys)
-        numbers[f"selection.val_error[{point}]"] = _number(row["val_error_mean"], row["val_error_std"],
-                                                           label=f"validation error, {point}")
+        numbers[f"selection.val_error[{point}]"] = _number(
+            row["val_error_mean"], row["val_error_std"], label=f"validation error, {point}"
+        )
     is_best = np.logical_and.reduce([selection.summary[k] == v for k, v in selection.best.items()] or [True])
     best = selection.summary[is_best].iloc[0]
-    numbers["selection.best"] = _number(", ".join(f"{k}={v}" for k, v in selection.best.items()), kind="text",
-                                        label="the configuration model selection picks")
-    numbers["selection.best.val_error"] = _number(float(best["val_error_mean"]), float(best["val_error_std"]),
-                                                  label="its validation error (mean ± std over folds)")
+    numbers["selection.best"] = _number(
+        ", ".join(f"{k}={v}" for k, v in selection.best.items()),
+        kind="text",
+        label="the configuration model selection picks",
+    )
+    numbers["selection.best.val_error"] = _number(
+        float(best["val_error_mean"]),
+        float(best["val_error_std"]),
+        label="its validation error (mean ± std over folds)",
+    )
 
     ok = selection.summary[selection.summary["failed_folds"] == 0]
     noise = float(ok["val_error_std"].median())
@@ -84,10 +105,14 @@ def gather(study) -> dict:
     for key in selection.grid_keys:
         means = ok.groupby(key, sort=False)["val_error_mean"].mean()
         if len(means) > 1:
-            numbers[f"selection.effect[{key}]"] = _number(float(means.max() - means.min()), noise,
-                                                          label=f"main effect of {key}: spread of its mean validation error")
-            numbers[f"selection.effect[{key}].best"] = _number(str(means.idxmin()), kind="text",
-                                                               label=f"{key}'s best value on average")
+            numbers[f"selection.effect[{key}]"] = _number(
+                float(means.max() - means.min()),
+                noise,
+                label=f"main effect of {key}: spread of its mean validation error",
+            )
+            numbers[f"selection.effect[{key}].best"] = _number(
+                str(means.idxmin()), kind="text", label=f"{key}'s best value on average"
+            )
 
     runs = study.seeds_and_runner_up()  # read back
     seeds = {name: m for name, m in runs.items() if name != "runner-up"}
@@ -95,42 +120,55 @@ def gather(study) -> dict:
     accs = [m["test_accuracy"] for m in seeds.values()]
     mean, std = mean_std(accs)
     lo, hi = wilson_interval(round(final["test_accuracy"] * final["n_test"]), final["n_test"])
-    numbers.update({
-        "final.test_accuracy": _number(final["test_accuracy"], std, label="final model's test accuracy"),
-        "final.test_accuracy.ci_low": _number(lo, std, label="its 95% Wilson interval, low end"),
-        "final.test_accuracy.ci_high": _number(hi, std, label="its 95% Wilson interval, high end"),
-        "final.parameters": _number(final["parameters"], kind="count", label="final model's parameters"),
-        "final.n_test": _number(final["n_test"], kind="count", label="test images"),
-        "final.n_train": _number(final["n_train"], kind="count", label="training images"),
-        "seeds.test_accuracy.mean": _number(mean, std, label=f"test accuracy over {len(accs)} seeds, mean"),
-        "seeds.test_accuracy.std": _number(std, kind="spread", label="the same, standard deviation"),
-    })
+    numbers.update(
+        {
+            "final.test_accuracy": _number(final["test_accuracy"], std, label="final model's test accuracy"),
+            "final.test_accuracy.ci_low": _number(lo, std, label="its 95% Wilson interval, low end"),
+            "final.test_accuracy.ci_high": _number(hi, std, label="its 95% Wilson interval, high end"),
+            "final.parameters": _number(final["parameters"], kind="count", label="final model's parameters"),
+            "final.n_test": _number(final["n_test"], kind="count", label="test images"),
+            "final.n_train": _number(final["n_train"], kind="count", label="training images"),
+            "seeds.test_accuracy.mean": _number(mean, std, label=f"test accuracy over {len(accs)} seeds, mean"),
+            "seeds.test_accuracy.std": _number(std, kind="spread", label="the same, standard deviation"),
+        }
+    )
     for name, m in seeds.items():
         numbers[f"seeds.test_accuracy[{name.split(' (')[0]}]"] = _number(m["test_accuracy"], std, label=name)
     if "runner-up" in runs:
         test = mcnemar(final["test_correct"], runs["runner-up"]["test_correct"])
-        numbers["runner_up.test_accuracy"] = _number(runs["runner-up"]["test_accuracy"], std,
-                                                     label="runner-up of selection, test accuracy")
+        numbers["runner_up.test_accuracy"] = _number(
+            runs["runner-up"]["test_accuracy"], std, label="runner-up of selection, test accuracy"
+        )
         numbers["runner_up.mcnemar_p"] = _number(test["p_value"], kind="p", label="McNemar p, final vs runner-up")
 
     for (row, per_seed), preset in zip(study.ablation().items(), study.ablation_presets()):
         accs = [m["test_accuracy"] for m in per_seed]
         mean, std = mean_std(accs)
         lo, hi = t_interval(accs)
-        numbers.update({
-            f"ablation.{preset}.mean": _number(mean, std, label=f"{row}: mean over {len(accs)} seeds"),
-            f"ablation.{preset}.std": _number(std, kind="spread", label=f"{row}: standard deviation"),
-            f"ablation.{preset}.ci_low": _number(lo, std, label=f"{row}: 95% t-interval, low end"),
-            f"ablation.{preset}.ci_high": _number(hi, std, label=f"{row}: 95% t-interval, high end"),
-            f"ablation.{preset}.parameters": _number(per_seed[0]["parameters"], kind="count", label=f"{row}: parameters"),
-        })
+        numbers.update(
+            {
+                f"ablation.{preset}.mean": _number(mean, std, label=f"{row}: mean over {len(accs)} seeds"),
+                f"ablation.{preset}.std": _number(std, kind="spread", label=f"{row}: standard deviation"),
+                f"ablation.{preset}.ci_low": _number(lo, std, label=f"{row}: 95% t-interval, low end"),
+                f"ablation.{preset}.ci_high": _number(hi, std, label=f"{row}: 95% t-interval, high end"),
+                f"ablation.{preset}.parameters": _number(
+                    per_seed[0]["parameters"], kind="count", label=f"{row}: parameters"
+                ),
+            }
+        )
         for k, m in enumerate(per_seed):
             numbers[f"ablation.{preset}.seed{k}"] = _number(m["test_accuracy"], std, label=f"{row}: seed run {k}")
     timing = study.timing()
-    return {"profile": study.profile, "numbers": numbers,
-            "built": {"commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                      "machine": machine(),
-                      "wall_seconds": {k: round(v, 1) for k, v in timing.items() if k.endswith("_seconds")}}}
+    return {
+        "profile": study.profile,
+        "numbers": numbers,
+        "built": {
+            "commit": _commit(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": machine(),
+            "wall_seconds": {k: round(v, 1) for k, v in timing.items() if k.endswith("_seconds")},
+        },
+    }
 
 
 def save(results: dict, path: Path) -> None:
@@ -138,16 +176,23 @@ def save(results: dict, path: Path) -> None:
 
 
 def load(path: Path) -> dict:
-    path = readable_file(path, "results file", "build the report first (`make report`), or restore it "
-                         "with `git checkout -- " + str(path) + "`")
+    path = readable_file(
+        path,
+        "results file",
+        "build the report first (`make report`), or restore it with `git checkout -- " + str(path) + "`",
+    )
     try:
         results = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"results file {path} is not valid JSON ({err}). Fix: rebuild it (`make report`), or "
-                         f"restore it with `git checkout -- {path}`") from None
+        raise ValueError(
+            f"results file {path} is not valid JSON ({err}). Fix: rebuild it (`make report`), or "
+            f"restore it with `git checkout -- {path}`"
+        ) from None
     if not (isinstance(results, dict) and {"numbers", "built"} <= set(results)):
-        raise ValueError(f"results file {path} is not one that `make report` writes (no numbers or built). "
-                         f"Fix: rebuild it (`make report`), or restore it with `git checkout -- {path}`")
+        raise ValueError(
+            f"results file {path} is not one that `make report` writes (no numbers or built). "
+            f"Fix: rebuild it (`make report`), or restore it with `git checkout -- {path}`"
+        )
     return results
 
 
@@ -172,6 +217,8 @@ def compare(committed: dict, rebuilt: dict) -> tuple[pd.DataFrame, bool]:
             ok = abs(diff) <= tolerance
         else:
             tolerance, ok = None, True
-        rows.append((name, c["value"], r["value"], diff, tolerance if tolerance is not None else "not checked here", ok))
+        rows.append(
+            (name, c["value"], r["value"], diff, tolerance if tolerance is not None else "not checked here", ok)
+        )
     table = pd.DataFrame(rows, columns=["number", "committed", "rebuilt", "difference", "tolerance", "ok"])
     return table, same

@@ -31,22 +31,38 @@ def headline_rows(results: dict) -> list[tuple[str, str, str]]:
 
     seeds = sum(1 for k in n if k.startswith("ablation.seed.seed"))
     rows = [
-        ("course report's claim (its final model, 5 epochs)", f"{_v(results, 'course_report.test_accuracy'):.0%}",
-         "as printed in the course report"),
-        ("its model and protocol as written (double softmax), rerun here", pm("ablation.original"),
-         f"mean ± std over {seeds} seeds"),
+        (
+            "course report's claim (its final model, 5 epochs)",
+            f"{_v(results, 'course_report.test_accuracy'):.0%}",
+            "as printed in the course report",
+        ),
+        (
+            "its model and protocol as written (double softmax), rerun here",
+            pm("ablation.original"),
+            f"mean ± std over {seeds} seeds",
+        ),
         ("the same without the double softmax", pm("ablation.seed"), f"mean ± std over {seeds} seeds"),
-        ("model selection picks " + _v(results, "selection.best"),
-         f"validation error {_v(results, 'selection.best.val_error'):.2%}",
-         f"± {n['selection.best.val_error']['spread']:.2%} over folds"),
-        ("that configuration, final model (seed 0 of the seeds below)", f"{_v(results, 'final.test_accuracy'):.2%}",
-         f"95% interval {_v(results, 'final.test_accuracy.ci_low'):.2%} – {_v(results, 'final.test_accuracy.ci_high'):.2%}"),
-        ("the same configuration over seeds", f"{_v(results, 'seeds.test_accuracy.mean'):.2%} ± "
-         f"{_v(results, 'seeds.test_accuracy.std'):.2%}",
-         f"mean ± std over {sum(1 for k in n if k.startswith('seeds.test_accuracy['))} seeds"),
-        (f"similar size ({_v(results, 'ablation.modern.parameters'):,} parameters against "
-         f"{_v(results, 'ablation.seed.parameters'):,}), modern recipe", pm("ablation.modern"),
-         f"mean ± std over {seeds} seeds"),
+        (
+            "model selection picks " + _v(results, "selection.best"),
+            f"validation error {_v(results, 'selection.best.val_error'):.2%}",
+            f"± {n['selection.best.val_error']['spread']:.2%} over folds",
+        ),
+        (
+            "that configuration, final model (seed 0 of the seeds below)",
+            f"{_v(results, 'final.test_accuracy'):.2%}",
+            f"95% interval {_v(results, 'final.test_accuracy.ci_low'):.2%} – {_v(results, 'final.test_accuracy.ci_high'):.2%}",
+        ),
+        (
+            "the same configuration over seeds",
+            f"{_v(results, 'seeds.test_accuracy.mean'):.2%} ± {_v(results, 'seeds.test_accuracy.std'):.2%}",
+            f"mean ± std over {sum(1 for k in n if k.startswith('seeds.test_accuracy['))} seeds",
+        ),
+        (
+            f"similar size ({_v(results, 'ablation.modern.parameters'):,} parameters against "
+            f"{_v(results, 'ablation.seed.parameters'):,}), modern recipe",
+            pm("ablation.modern"),
+            f"mean ± std over {seeds} seeds",
+        ),
     ]
     for key in sorted(k for k in n if k.startswith("checkpoint.") and k.endswith(".test_accuracy")):
         rows.append((n[key]["label"], f"{n[key]['value']:.2%}", "committed checkpoint, `vitlib evaluate`"))
@@ -55,14 +71,18 @@ def headline_rows(results: dict) -> list[tuple[str, str, str]]:
 
 def headline_table(results: dict, number: int) -> Table:
     df = pd.DataFrame(headline_rows(results), columns=["", "result", "note"])
-    return Table(df, f"Table {number}. Headline results of this build (every number computed by it, but the first)",
-                 widths={"": "7.2cm", "note": "4.6cm"})
+    return Table(
+        df,
+        f"Table {number}. Headline results of this build (every number computed by it, but the first)",
+        widths={"": "7.2cm", "note": "4.6cm"},
+    )
 
 
 def abstract(results: dict) -> Markdown:
     n = results["numbers"]
-    claim, bug, fixed = (_v(results, k) for k in ("course_report.test_accuracy", "ablation.original.mean",
-                                                   "ablation.seed.mean"))
+    claim, bug, fixed = (
+        _v(results, k) for k in ("course_report.test_accuracy", "ablation.original.mean", "ablation.seed.mean")
+    )
     seeds_mean, seeds_std = _v(results, "seeds.test_accuracy.mean"), _v(results, "seeds.test_accuracy.std")
     modern = _v(results, "ablation.modern.mean")
     epochs_note = f"{n['final.n_train']['value']:,} training and {n['final.n_test']['value']:,} test images"
@@ -77,7 +97,8 @@ def abstract(results: dict) -> Markdown:
         f"recipe ({n['ablation.modern.parameters']['value']:,} parameters against "
         f"{n['ablation.seed.parameters']['value']:,}) reaches {modern:.2%} ± {_v(results, 'ablation.modern.std'):.2%}. "
         f"Every number in this report is computed when it is built; `make check-report` rebuilds it and "
-        f"compares every number with the committed `results.json`.")
+        f"compares every number with the committed `results.json`."
+    )
 
 
 def discussion(results: dict) -> Markdown:
@@ -95,14 +116,21 @@ def discussion(results: dict) -> Markdown:
         f"has {n['ablation.seed.parameters']['value']:,}: a standard attention block adds an output projection), "
         f"input normalisation and AdamW with warmup and cosine decay reach "
         f"{modern:.2%}: {(modern - fixed) * 100:+.2f} points over the fixed original recipe"
-        + (", within the seed spread of either." if abs(modern - fixed) < max(sds["modern"], sds["seed"])
-           else "."),
+        + (", within the seed spread of either." if abs(modern - fixed) < max(sds["modern"], sds["seed"]) else "."),
         f"**What model selection can tell apart.** The chosen configuration ({_v(results, 'selection.best')}) "
         f"scores {_v(results, 'seeds.test_accuracy.mean'):.2%} ± {_v(results, 'seeds.test_accuracy.std'):.2%} "
-        f"over seeds." + (f" Against the runner-up, McNemar's test on the same test images gives p = {p:.2g} "
-                          + ("(a significant difference between these two runs, one seed each; the spread over "
-                             "seeds above is the better guide to how much the choice matters)." if p < 0.05
-                             else "(no significant difference).") if p is not None else ""),
+        f"over seeds."
+        + (
+            f" Against the runner-up, McNemar's test on the same test images gives p = {p:.2g} "
+            + (
+                "(a significant difference between these two runs, one seed each; the spread over "
+                "seeds above is the better guide to how much the choice matters)."
+                if p < 0.05
+                else "(no significant difference)."
+            )
+            if p is not None
+            else ""
+        ),
         "**Limits.** Five epochs are far from convergence for these models; three seeds give a rough spread; "
         "numbers come from one CPU, and another CPU moves them by float rounding (`make check-report` "
         "measures by how much).",
@@ -111,9 +139,11 @@ def discussion(results: dict) -> Markdown:
 
 
 def rebuild_note(profile: str, tables: str = "Tables 8 and 9") -> Markdown:
-    return Markdown(f"{tables} give the settings and the machine. `make report PROFILE={profile}` rebuilds "
-                    f"this report; `make check-report PROFILE={profile}` rebuilds it in a temporary folder and "
-                    f"compares every number with the committed `results.json`.")
+    return Markdown(
+        f"{tables} give the settings and the machine. `make report PROFILE={profile}` rebuilds "
+        f"this report; `make check-report PROFILE={profile}` rebuilds it in a temporary folder and "
+        f"compares every number with the committed `results.json`."
+    )
 
 
 def settings_table(study, number: int) -> Table:
@@ -123,15 +153,35 @@ def settings_table(study, number: int) -> Table:
     ours, base = study.config.flat(), preset_cfg.flat()
     sources = getattr(study, "sources", {})
     rows = [("profile", study.profile, "notebook"), ("preset", study.preset, sources.get("preset", "notebook"))]
-    shown = ["patch_size", "embed_dim", "num_heads", "depth", "mlp_hidden_dim", "head_softmax", "optimizer",
-             "lr", "batch_size", "epochs", "lr_schedule", "folds", "shuffle_folds", "grid", "seed",
-             "train_limit", "test_limit"]
-    for key in shown + [k for k in ours if k not in shown and (ours[k] != base[k] or k in sources) and k != "data_root"]:
+    shown = [
+        "patch_size",
+        "embed_dim",
+        "num_heads",
+        "depth",
+        "mlp_hidden_dim",
+        "head_softmax",
+        "optimizer",
+        "lr",
+        "batch_size",
+        "epochs",
+        "lr_schedule",
+        "folds",
+        "shuffle_folds",
+        "grid",
+        "seed",
+        "train_limit",
+        "test_limit",
+    ]
+    for key in shown + [
+        k for k in ours if k not in shown and (ours[k] != base[k] or k in sources) and k != "data_root"
+    ]:
         rows.append((key, _short(ours[key]), sources.get(key, f"preset {study.preset}")))
-    return Table(pd.DataFrame(rows, columns=["setting", "value", "from"]),
-                 f"Table {number}. Settings of this run: the base configuration, from which model selection varies "
-                 f"the settings of its grid (the final model takes the chosen values, Section 3)",
-                 widths={"value": "7.5cm"})
+    return Table(
+        pd.DataFrame(rows, columns=["setting", "value", "from"]),
+        f"Table {number}. Settings of this run: the base configuration, from which model selection varies "
+        f"the settings of its grid (the final model takes the chosen values, Section 3)",
+        widths={"value": "7.5cm"},
+    )
 
 
 def _short(value) -> str:
@@ -142,18 +192,31 @@ def _short(value) -> str:
 def environment_table(results: dict, number: int) -> Table:
     built = results["built"]
     m = built["machine"]
-    rows = [("git commit", built["commit"] or "unknown"), ("built", built["date"]),
-            ("CPU", f"{m['cpu']} ({m['cores']} cores, {m['arch']})"), ("Python", m["python"])]
+    rows = [
+        ("git commit", built["commit"] or "unknown"),
+        ("built", built["date"]),
+        ("CPU", f"{m['cpu']} ({m['cores']} cores, {m['arch']})"),
+        ("Python", m["python"]),
+    ]
     rows += [(lib, m[lib]) for lib in m if lib not in ("cpu", "cpu_flags", "cores", "arch", "python")]
-    names = {"selection_seconds": "model selection", "final_seconds": "final model",
-             "seeds_seconds": "more seeds and the runner-up", "ablation_seconds": "reproduction and ablation",
-             "candidates_seconds": "the candidates on the validation split",
-             "ingredients_seconds": "the ingredient runs", "final_train_seconds": "training the final model"}
+    names = {
+        "selection_seconds": "model selection",
+        "final_seconds": "final model",
+        "seeds_seconds": "more seeds and the runner-up",
+        "ablation_seconds": "reproduction and ablation",
+        "candidates_seconds": "the candidates on the validation split",
+        "ingredients_seconds": "the ingredient runs",
+        "final_train_seconds": "training the final model",
+    }
     for key, label in names.items():
         if key in built["wall_seconds"]:
             seconds = built["wall_seconds"][key]
-            rows.append((f"wall time: {label}", f"{seconds:,.0f} s" if seconds >= 1 else "read back from an earlier build"))
-    return Table(pd.DataFrame(rows, columns=["", "value"]), f"Table {number}. Where and with what this report was built")
+            rows.append(
+                (f"wall time: {label}", f"{seconds:,.0f} s" if seconds >= 1 else "read back from an earlier build")
+            )
+    return Table(
+        pd.DataFrame(rows, columns=["", "value"]), f"Table {number}. Where and with what this report was built"
+    )
 
 
 def readme_blocks(results_by_profile: dict[str, dict]) -> dict[str, str]:
@@ -165,8 +228,10 @@ def readme_blocks(results_by_profile: dict[str, dict]) -> dict[str, str]:
         lines = ["| | test accuracy | note |", "|---|---|---|"]
         lines += [f"| {what} | {value} | {note} |" for what, value, note in headline_rows(r)]
         m = r["built"]["machine"]
-        lines.append(f"\nBuilt at commit {r['built']['commit'] or 'unknown'} on {m['cpu']} ({m['cores']} cores), "
-                     f"{r['built']['date']}.")
+        lines.append(
+            f"\nBuilt at commit {r['built']['commit'] or 'unknown'} on {m['cpu']} ({m['cores']} cores), "
+            f"{r['built']['date']}."
+        )
         blocks["headline:seed"] = "\n".join(lines)
     if "full" in results_by_profile:
         blocks["grid:full"] = grid_sentences(results_by_profile["full"])
@@ -176,18 +241,24 @@ def readme_blocks(results_by_profile: dict[str, dict]) -> dict[str, str]:
 def grid_sentences(results: dict) -> str:
     n = results["numbers"]
     noise = n["selection.fold_noise"]["value"]
-    effects = {k[len("selection.effect["):-1]: v["value"] for k, v in n.items()
-               if k.startswith("selection.effect[") and k.endswith("]")}
+    effects = {
+        k[len("selection.effect[") : -1]: v["value"]
+        for k, v in n.items()
+        if k.startswith("selection.effect[") and k.endswith("]")
+    }
     ranked = sorted(effects, key=effects.get, reverse=True)
     matter = [k for k in ranked if effects[k] > noise]
-    said = ", ".join(f"{k} ({effects[k] * 100:.2f} points, best at {n[f'selection.effect[{k}].best']['value']})"
-                     for k in ranked)
-    return (f"Over the {sum(1 for k in n if k.startswith('selection.val_error['))} configurations of the full grid, "
-            f"the spread of the mean validation error between the values of each setting is: {said}; the median "
-            f"fold standard deviation is {noise * 100:.2f} points. So "
-            f"{', '.join(matter) if matter else 'none of them'} {'moves' if len(matter) == 1 else 'move'} the "
-            f"average by more than fold noise (the report names the unstable configurations behind some spreads), "
-            f"and the grid's best configuration is {n['selection.best']['value']}.")
+    said = ", ".join(
+        f"{k} ({effects[k] * 100:.2f} points, best at {n[f'selection.effect[{k}].best']['value']})" for k in ranked
+    )
+    return (
+        f"Over the {sum(1 for k in n if k.startswith('selection.val_error['))} configurations of the full grid, "
+        f"the spread of the mean validation error between the values of each setting is: {said}; the median "
+        f"fold standard deviation is {noise * 100:.2f} points. So "
+        f"{', '.join(matter) if matter else 'none of them'} {'moves' if len(matter) == 1 else 'move'} the "
+        f"average by more than fold noise (the report names the unstable configurations behind some spreads), "
+        f"and the grid's best configuration is {n['selection.best']['value']}."
+    )
 
 
 def update_readme(readme: Path, report_dir: Path) -> bool:
@@ -199,7 +270,7 @@ def update_readme(readme: Path, report_dir: Path) -> bool:
     new = text
     for name, body in readme_blocks(found).items():
         pattern = re.compile(rf"(<!-- {re.escape(name)} .*?-->\n)(.*?)(<!-- /{re.escape(name)} -->)", re.S)
-        new = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(3), new)
+        new = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(3), new)
     if new != text:
         readme.write_text(new)
     return new != text

@@ -28,17 +28,20 @@ from .config import PRESETS, ExperimentConfig
 from .data import MNIST
 from .experiment import finished_run, is_finished, load_data, load_run, run_folder, train_and_test
 from .stats import wilson_interval
-from .study import Study, from_parameters as study_from_parameters, project_root
+from .study import Study, project_root
+from .study import from_parameters as study_from_parameters
 from .train import load_checkpoint
 
 # The recipes compared on the validation split. Each names every setting it differs in, so that
 # whichever wins, the others keep their meaning. Their epochs give about the same hour: on 2 CPU
 # cores a 7x7-patch model (16 tokens) trains ~1.4x more images per second than a 4x4 one (49).
 CANDIDATES = {
-    "4×4 patches, width 64, 50 epochs": dict(patch_size=4, embed_dim=64, num_heads=4, depth=6,
-                                             mlp_hidden_dim=128, epochs=50),
-    "7×7 patches, width 128, 70 epochs": dict(patch_size=7, embed_dim=128, num_heads=4, depth=6,
-                                              mlp_hidden_dim=256, epochs=70),
+    "4×4 patches, width 64, 50 epochs": dict(
+        patch_size=4, embed_dim=64, num_heads=4, depth=6, mlp_hidden_dim=128, epochs=50
+    ),
+    "7×7 patches, width 128, 70 epochs": dict(
+        patch_size=7, embed_dim=128, num_heads=4, depth=6, mlp_hidden_dim=256, epochs=70
+    ),
 }
 # What each ingredient of the recipe buys: the winner without it, on the same validation split.
 INGREDIENTS = {
@@ -47,8 +50,9 @@ INGREDIENTS = {
     "without label smoothing": dict(label_smoothing=0.0),
     "without stochastic depth": dict(drop_path_rate=0.0),
     "without the weight EMA": dict(ema_decay=0.0),
-    "Adam at a constant rate (no AdamW, warmup, cosine)": dict(optimizer="adam", weight_decay=0.0,
-                                                               lr_schedule="constant", warmup_epochs=0.0),
+    "Adam at a constant rate (no AdamW, warmup, cosine)": dict(
+        optimizer="adam", weight_decay=0.0, lr_schedule="constant", warmup_epochs=0.0
+    ),
 }
 INGREDIENT_EPOCHS = 15  # of the winner's schedule: the ablation costs 6 short runs, not 6 hours
 VALIDATION_FRACTION = 12  # hold out 1/12 of the training images: 5,000 of 60,000
@@ -71,8 +75,10 @@ class LaptopStudy:
         return self.config.with_overrides(validation_size=size, **overrides)
 
     def candidate_configs(self, data: MNIST) -> dict[str, ExperimentConfig]:
-        return {name: self._validation_config(data, **{**c, "epochs": self._scaled(c["epochs"])})
-                for name, c in CANDIDATES.items()}
+        return {
+            name: self._validation_config(data, **{**c, "epochs": self._scaled(c["epochs"])})
+            for name, c in CANDIDATES.items()
+        }
 
     def candidates(self, data: MNIST | None = None) -> dict[str, dict]:
         """{candidate: metrics on the validation split}, trained (with `data`) or read back."""
@@ -87,14 +93,19 @@ class LaptopStudy:
     def check_preset_is_chosen(self, candidates: dict[str, dict]) -> None:
         """The final model must be the recipe the validation split chose: refuse to go on otherwise."""
         name = self.chosen(candidates)
-        differ = {k: (self.config.flat()[k], v) for k, v in CANDIDATES[name].items()
-                  if k != "epochs" and self.config.flat()[k] != v}
+        differ = {
+            k: (self.config.flat()[k], v)
+            for k, v in CANDIDATES[name].items()
+            if k != "epochs" and self.config.flat()[k] != v
+        }
         if self._scaled(CANDIDATES[name]["epochs"]) != self.config.train.epochs:
             differ["epochs"] = (self.config.train.epochs, CANDIDATES[name]["epochs"])
         if differ:
             said = ", ".join(f"{k} {a!r} instead of {b!r}" for k, (a, b) in differ.items())
-            raise ValueError(f"the validation split chose {name!r}, but this study's final recipe has {said}. Fix: "
-                             f"make PRESETS['laptop'] in vitlib/config.py that candidate")
+            raise ValueError(
+                f"the validation split chose {name!r}, but this study's final recipe has {said}. Fix: "
+                f"make PRESETS['laptop'] in vitlib/config.py that candidate"
+            )
 
     def ingredient_configs(self, data: MNIST, candidates: dict[str, dict]) -> dict[str, ExperimentConfig]:
         chosen = CANDIDATES[self.chosen(candidates)]
@@ -174,16 +185,26 @@ def gather(laptop: LaptopStudy) -> dict:
     n = final["n_test"]
     lo, hi = wilson_interval(round(final["test_accuracy"] * n), n)
     spread = (hi - lo) / 2  # one seed: the test set's own uncertainty is the spread the report states
-    numbers.update({
-        "final.test_accuracy": _number(final["test_accuracy"], spread, label="the laptop model's test accuracy"),
-        "final.test_accuracy.ci_low": _number(lo, spread, label="its 95% Wilson interval, low end"),
-        "final.test_accuracy.ci_high": _number(hi, spread, label="its 95% Wilson interval, high end"),
-        "final.parameters": _number(final["parameters"], kind="count", label="the laptop model's parameters"),
-        "final.n_train": _number(final["n_train"], kind="count", label="training images"),
-        "final.n_test": _number(n, kind="count", label="test images"),
-    })
+    numbers.update(
+        {
+            "final.test_accuracy": _number(final["test_accuracy"], spread, label="the laptop model's test accuracy"),
+            "final.test_accuracy.ci_low": _number(lo, spread, label="its 95% Wilson interval, low end"),
+            "final.test_accuracy.ci_high": _number(hi, spread, label="its 95% Wilson interval, high end"),
+            "final.parameters": _number(final["parameters"], kind="count", label="the laptop model's parameters"),
+            "final.n_train": _number(final["n_train"], kind="count", label="training images"),
+            "final.n_test": _number(n, kind="count", label="test images"),
+        }
+    )
     wall = {k: round(v, 1) for k, v in laptop.study.timing().items() if k.endswith("_seconds")}
     wall["final_train_seconds"] = round(final["train_seconds"], 1)
-    return {"profile": laptop.study.profile, "numbers": numbers,
-            "built": {"commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                      "machine": machine(), "final_run": final["run"], "wall_seconds": wall}}
+    return {
+        "profile": laptop.study.profile,
+        "numbers": numbers,
+        "built": {
+            "commit": _commit(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": machine(),
+            "final_run": final["run"],
+            "wall_seconds": wall,
+        },
+    }

@@ -35,5 +35,8 @@ def differences(path: Path = LOCK) -> dict[str, tuple[str, str | None]]:
     """{package: (locked, installed or None)} for every locked package installed at another version
     or not at all; empty when this environment is the lock file's."""
     installed = installed_versions()
-    return {name: (version, installed.get(name)) for name, version in locked_versions(path).items()
-            if installed.get(name) != version}
+    return {
+        name: (version, installed.get(name))
+        for name, version in locked_versions(path).items()
+        if installed.get(name) != version
+    }

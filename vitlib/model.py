@@ -61,8 +61,16 @@ class ViTConfig:
             )
         check_choice("pos_embed", self.pos_embed, ("learned", "sinusoidal", "none"))
         check_choice("init", self.init, ("timm", "torch"))
-        for name in ("image_size", "in_chans", "patch_size", "num_classes", "embed_dim", "depth",
-                     "num_heads", "mlp_hidden_dim"):
+        for name in (
+            "image_size",
+            "in_chans",
+            "patch_size",
+            "num_classes",
+            "embed_dim",
+            "depth",
+            "num_heads",
+            "mlp_hidden_dim",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.head_hidden_layers < 0 or self.head_hidden_dim < 0:
@@ -113,7 +121,7 @@ class Attention(nn.Module):
         super().__init__()
         self.num_heads = cfg.num_heads
         self.head_dim = cfg.embed_dim // cfg.num_heads
-        self.scale = self.head_dim ** -0.5
+        self.scale = self.head_dim**-0.5
         self.per_head = cfg.qkv_per_head
         if self.per_head:
             # (q|k|v, head, out, in): a block-diagonal projection, one small Linear per head.
@@ -157,8 +165,13 @@ class Attention(nn.Module):
 
 class FeedForward(nn.Sequential):
     def __init__(self, dim: int, hidden_dim: int, dropout: float):
-        super().__init__(nn.Linear(dim, hidden_dim), nn.GELU(), maybe_dropout(dropout),
-                         nn.Linear(hidden_dim, dim), maybe_dropout(dropout))
+        super().__init__(
+            nn.Linear(dim, hidden_dim),
+            nn.GELU(),
+            maybe_dropout(dropout),
+            nn.Linear(hidden_dim, dim),
+            maybe_dropout(dropout),
+        )
 
 
 class Block(nn.Module):

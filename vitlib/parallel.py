@@ -18,7 +18,7 @@ import multiprocessing
 import os
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import joblib
 import torch
@@ -26,10 +26,21 @@ import torch
 CLUSTER_BACKENDS = ("ray", "dask")  # workers on other machines; n_jobs=-1 means all of the cluster's
 
 
-def run_jobs(fn: Callable, jobs: list[tuple], *, backend: str, n_jobs: int, device: torch.device,
-             dropout: bool = False, on_result: Callable[[int, object], None] | None = None,
-             describe: Callable[[object], str] | None = None, planned: int | None = None,
-             finished: Callable[[], int] | None = None, what: str = "jobs", log=print) -> list:
+def run_jobs(
+    fn: Callable,
+    jobs: list[tuple],
+    *,
+    backend: str,
+    n_jobs: int,
+    device: torch.device,
+    dropout: bool = False,
+    on_result: Callable[[int, object], None] | None = None,
+    describe: Callable[[object], str] | None = None,
+    planned: int | None = None,
+    finished: Callable[[], int] | None = None,
+    what: str = "jobs",
+    log=print,
+) -> list:
     """`fn(*args)` for every `args` in `jobs`, in parallel; the results in the order of `jobs`.
 
     `on_result(i, result)` runs in this process as each job finishes (or, with the fork-based
@@ -57,8 +68,10 @@ def run_jobs(fn: Callable, jobs: list[tuple], *, backend: str, n_jobs: int, devi
             backend = "sequential"  # in this process (the 'multiprocessing' backend object would refuse a generator)
     in_threads = backend == "threading" and n_jobs != 1
     if in_threads and dropout:
-        raise ValueError("joblib_backend='threading' with dropout would make results depend on thread timing "
-                         "(threads share torch's random generator); use joblib_backend='loky'")
+        raise ValueError(
+            "joblib_backend='threading' with dropout would make results depend on thread timing "
+            "(threads share torch's random generator); use joblib_backend='loky'"
+        )
     threads = 1 if shared_cores and backend != "threading" else 0
     at_end = backend == "multiprocessing" and n_jobs != 1
     # Arguments one by one: joblib's Dask backend then scatters each large array once, not per job.
@@ -66,12 +79,17 @@ def run_jobs(fn: Callable, jobs: list[tuple], *, backend: str, n_jobs: int, devi
     results: list = [None] * len(jobs)
     clock = _Clock(len(jobs), what, log, finished if at_end else None)
     if describe is not None:
-        where = ("the cluster's workers" if n_jobs == -1 else
-                 f"{n_jobs} worker{'s' if n_jobs != 1 else ''}")
-        clock.log(f"{len(jobs)} {what if len(jobs) > 1 else what.rstrip('s')} to run on {where} ({backend})" + (", each saved as soon as it finishes" if at_end else ""))
-    with _restore_threads(torch.get_num_threads()), shared_memory_for_forks(at_end), \
-            (contextlib.nullcontext() if backend == "ray" else joblib.parallel_config(backend=backend, n_jobs=n_jobs)), \
-            clock.heartbeat(describe is not None):
+        where = "the cluster's workers" if n_jobs == -1 else f"{n_jobs} worker{'s' if n_jobs != 1 else ''}"
+        clock.log(
+            f"{len(jobs)} {what if len(jobs) > 1 else what.rstrip('s')} to run on {where} ({backend})"
+            + (", each saved as soon as it finishes" if at_end else "")
+        )
+    with (
+        _restore_threads(torch.get_num_threads()),
+        shared_memory_for_forks(at_end),
+        contextlib.nullcontext() if backend == "ray" else joblib.parallel_config(backend=backend, n_jobs=n_jobs),
+        clock.heartbeat(describe is not None),
+    ):
         if in_threads and shared_cores:
             torch.set_num_threads(1)  # the threads share the cores
         if backend == "ray":  # Ray's joblib backend returns nothing until all are done: use Ray's own tasks
@@ -157,8 +175,9 @@ def _register_backend(name: str) -> None:
     try:
         __import__({"ray": "ray", "dask": "distributed"}[name])
     except ImportError:
-        raise ValueError(f"joblib_backend={name!r} needs Ray and Dask. Fix: pip install -e '.[cluster]' "
-                         f"(or make setup-cluster)") from None
+        raise ValueError(
+            f"joblib_backend={name!r} needs Ray and Dask. Fix: pip install -e '.[cluster]' (or make setup-cluster)"
+        ) from None
     if name == "ray":
         import ray
 
@@ -183,15 +202,19 @@ def _register_backend(name: str) -> None:
 def _check_cluster(backend: str, device: torch.device, dropout: bool) -> None:
     """Refuse what a cluster would compute differently from this machine's workers."""
     if device.type != "cpu":
-        raise ValueError(f"joblib_backend={backend!r} trains on the workers' CPUs, but device is {device.type!r}. "
-                         f"Fix: set device to 'cpu' (GPU workers are not supported yet)")
+        raise ValueError(
+            f"joblib_backend={backend!r} trains on the workers' CPUs, but device is {device.type!r}. "
+            f"Fix: set device to 'cpu' (GPU workers are not supported yet)"
+        )
     if backend == "dask" and dropout:
         from distributed import Client
 
         if max(Client.current().nthreads().values(), default=1) > 1:
-            raise ValueError("Dask workers with several threads each would make dropout depend on thread timing "
-                             "(threads share torch's random generator). Fix: start the workers with "
-                             "`dask worker --nthreads 1 ...` (one per core)")
+            raise ValueError(
+                "Dask workers with several threads each would make dropout depend on thread timing "
+                "(threads share torch's random generator). Fix: start the workers with "
+                "`dask worker --nthreads 1 ...` (one per core)"
+            )
 
 
 def _on_ray(fn: Callable, jobs: list[tuple], threads: int, n_jobs: int):
@@ -228,12 +251,16 @@ def resolve_backend(backend: str, n_jobs: int, device: torch.device, log=print) 
     if backend != "multiprocessing" or n_jobs == 1:
         return backend
     if device.type != "cpu":
-        log(f"joblib_backend='multiprocessing' forks, and forked processes cannot use {device.type}: "
-            "using 'loky' instead")
+        log(
+            f"joblib_backend='multiprocessing' forks, and forked processes cannot use {device.type}: "
+            "using 'loky' instead"
+        )
         return "loky"
     if multiprocessing.get_start_method() == "fork" and not _autograd_survives_fork():
-        log("joblib_backend='multiprocessing': this process has already trained, and PyTorch does not let "
-            "forked processes run autograd after that; using 'loky' instead (same numbers, more memory)")
+        log(
+            "joblib_backend='multiprocessing': this process has already trained, and PyTorch does not let "
+            "forked processes run autograd after that; using 'loky' instead (same numbers, more memory)"
+        )
         return "loky"
     return backend
 

@@ -17,8 +17,9 @@ def config_label(row, keys) -> str:
     return ", ".join(f"{k}={row[k]}" for k in keys)
 
 
-def model_selection(trials: pd.DataFrame, summary: pd.DataFrame, grid_keys: list[str], best: dict,
-                    folds: int, epochs: int) -> plt.Figure:
+def model_selection(
+    trials: pd.DataFrame, summary: pd.DataFrame, grid_keys: list[str], best: dict, folds: int, epochs: int
+) -> plt.Figure:
     """Training and validation misclassification per config: fold means with their spread
     (min-max over folds as bars, each fold as a dot), the chosen config highlighted."""
     if len(summary) > 12:
@@ -27,20 +28,36 @@ def model_selection(trials: pd.DataFrame, summary: pd.DataFrame, grid_keys: list
     labels = [config_label(r, grid_keys) for r in configs]
     x = np.arange(len(summary))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(x) + 3), 4.2))
-    for metric, name, color, shift in (("train_error", "training", "tab:blue", -0.08),
-                                       ("val_error", "validation", "tab:orange", 0.08)):
-        per_config = [trials.loc[(trials[grid_keys] == pd.Series(r)).all(axis=1), metric].to_numpy()
-                      for r in configs]
+    for metric, name, color, shift in (
+        ("train_error", "training", "tab:blue", -0.08),
+        ("val_error", "validation", "tab:orange", 0.08),
+    ):
+        per_config = [trials.loc[(trials[grid_keys] == pd.Series(r)).all(axis=1), metric].to_numpy() for r in configs]
         means = summary[f"{metric}_mean"].to_numpy()
         lo = [m - np.nanmin(v) if len(v) and not np.isnan(v).all() else 0 for m, v in zip(means, per_config)]
         hi = [np.nanmax(v) - m if len(v) and not np.isnan(v).all() else 0 for m, v in zip(means, per_config)]
-        ax.errorbar(x + shift, means, yerr=[lo, hi], fmt="o-", color=color, capsize=3,
-                    label=f"{name} (mean, min-max over folds)")
+        ax.errorbar(
+            x + shift,
+            means,
+            yerr=[lo, hi],
+            fmt="o-",
+            color=color,
+            capsize=3,
+            label=f"{name} (mean, min-max over folds)",
+        )
         for i, v in enumerate(per_config):
             ax.plot(np.full(len(v), i + shift), v, ".", color=color, alpha=0.4)
     best_i = configs.index(best)
-    ax.plot(best_i + 0.08, summary["val_error_mean"].iloc[best_i], marker="o", markersize=14,
-            markerfacecolor="none", markeredgecolor="red", markeredgewidth=2, label="selected")
+    ax.plot(
+        best_i + 0.08,
+        summary["val_error_mean"].iloc[best_i],
+        marker="o",
+        markersize=14,
+        markerfacecolor="none",
+        markeredgecolor="red",
+        markeredgewidth=2,
+        label="selected",
+    )
     ax.set_xticks(x, labels, rotation=60 if len(x) > 6 else 20, ha="right", fontsize=8)
     ax.set_ylabel("misclassification error")
     ax.set_title(f"Model selection: {folds}-fold CV, {epochs} epochs per trial")
@@ -50,8 +67,9 @@ def model_selection(trials: pd.DataFrame, summary: pd.DataFrame, grid_keys: list
     return fig
 
 
-def _model_selection_ranked(trials: pd.DataFrame, summary: pd.DataFrame, grid_keys: list[str], best: dict,
-                            folds: int, epochs: int) -> plt.Figure:
+def _model_selection_ranked(
+    trials: pd.DataFrame, summary: pd.DataFrame, grid_keys: list[str], best: dict, folds: int, epochs: int
+) -> plt.Figure:
     """For a large grid: one row per config, best at the top, validation error of each fold as dots
     and their mean as a bar, so that every label stays readable at page width."""
     order = summary.sort_values("val_error_mean", kind="stable", na_position="last")
@@ -76,8 +94,10 @@ def learning_curves(history: list[dict] | pd.DataFrame, title: str = "") -> plt.
     """Proxy loss and misclassification error per epoch, on the training batches and the test set."""
     h = pd.DataFrame(history)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for ax, metric, name in ((axes[0], "loss", "proxy loss (cross-entropy)"),
-                             (axes[1], "error", "misclassification error")):
+    for ax, metric, name in (
+        (axes[0], "loss", "proxy loss (cross-entropy)"),
+        (axes[1], "error", "misclassification error"),
+    ):
         ax.plot(h["epoch"], h[f"train_{metric}"], "o-", label="training (running, during the epoch)")
         if f"eval_{metric}" in h:
             ax.plot(h["epoch"], h[f"eval_{metric}"], "o-", label="test (after the epoch)")
@@ -93,8 +113,7 @@ def learning_curves(history: list[dict] | pd.DataFrame, title: str = "") -> plt.
 
 def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(5.6, 5))
-    ConfusionMatrixDisplay.from_predictions(labels.numpy(), predicted.numpy(), ax=ax, colorbar=False,
-                                            cmap="Blues")
+    ConfusionMatrixDisplay.from_predictions(labels.numpy(), predicted.numpy(), ax=ax, colorbar=False, cmap="Blues")
     ax.set_title("Confusion matrix on the test set")
     fig.tight_layout()
     return fig
@@ -146,8 +165,7 @@ def position_similarity(similarity: torch.Tensor, kind: str) -> plt.Figure:
     side = int(round(similarity.shape[0] ** 0.5))
     sim = similarity.numpy()
     centre, row_end = (side // 2) * side + side // 2, (side // 2 - 1) * side + side - 1
-    fig, axes = plt.subplots(1, 3, figsize=(9.5, 3.6), gridspec_kw={"width_ratios": [1, 1, 1.5]},
-                             layout="constrained")
+    fig, axes = plt.subplots(1, 3, figsize=(9.5, 3.6), gridspec_kw={"width_ratios": [1, 1, 1.5]}, layout="constrained")
     for ax, ref, name in ((axes[0], centre, "(a) the centre patch"), (axes[1], row_end, "(b) the last patch of a row")):
         im = ax.imshow(sim[ref].reshape(side, side), cmap="viridis", vmin=-1, vmax=1)
         r, c = divmod(ref, side)
@@ -159,8 +177,11 @@ def position_similarity(similarity: torch.Tensor, kind: str) -> plt.Figure:
     i, j = np.triu_indices(len(sim), k=1)
     (ri, ci), (rj, cj) = np.divmod(i, side), np.divmod(j, side)
     distance = np.hypot(ri - rj, ci - cj)
-    for mask, label, color, size in ((ri == rj, "same row", "tab:blue", 30), (ci == cj, "same column", "tab:red", 30),
-                                     ((ri != rj) & (ci != cj), "neither", "0.7", 6)):
+    for mask, label, color, size in (
+        (ri == rj, "same row", "tab:blue", 30),
+        (ci == cj, "same column", "tab:red", 30),
+        ((ri != rj) & (ci != cj), "neither", "0.7", 6),
+    ):
         axes[2].scatter(distance[mask], sim[i[mask], j[mask]], s=size, alpha=0.6, color=color, label=label)
     axes[2].set_xlabel("distance between the two patches in the image (patches)")
     axes[2].set_title(f"(c) cosine similarity of every pair\nof patches, {kind} table", fontsize=11)

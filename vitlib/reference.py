@@ -13,7 +13,7 @@ import torch.nn as nn
 
 class ViT(nn.Module):
     def __init__(self, HURatio, n_blocks, origImgDim=(1, 28, 28), subImageDim=7, hidden_d=8, n_heads=2, out_d=10):
-        super(ViT, self).__init__()
+        super().__init__()
         self.origImgDim = origImgDim
         self.subImageDim = subImageDim
 
@@ -30,9 +30,11 @@ class ViT(nn.Module):
         posEmbedding = torch.ones(self.subImageDim**2 + 1, hidden_d)
         for i in range(posEmbedding.shape[0]):
             for j in range(hidden_d):
-                posEmbedding[i][j] = np.sin(i / (10000 ** (j / hidden_d))) if j % 2 == 0 else np.cos(i / (10000 ** ((j - 1) / hidden_d)))
+                posEmbedding[i][j] = (
+                    np.sin(i / (10000 ** (j / hidden_d))) if j % 2 == 0 else np.cos(i / (10000 ** ((j - 1) / hidden_d)))
+                )
 
-        self.register_buffer('posEmbedding', posEmbedding, persistent=False)
+        self.register_buffer("posEmbedding", posEmbedding, persistent=False)
 
         # Create additional Encoder blocks
         self.blocks = nn.ModuleList([ViTBlock(hidden_d, HURatio, n_heads) for _ in range(n_blocks)])
@@ -46,13 +48,13 @@ class ViT(nn.Module):
         assert height == width, "createSubImages method is implemented for square images only"
 
         # FIX: the size was the float height * width * channel / subImageDim ** 2.
-        subImages = torch.zeros(m, self.subImageDim ** 2, int(height * width * channel / self.subImageDim ** 2))
+        subImages = torch.zeros(m, self.subImageDim**2, int(height * width * channel / self.subImageDim**2))
         subImgSize = height // self.subImageDim  # 4
 
         for idx, image in enumerate(images):
             for i in range(self.subImageDim):
                 for j in range(self.subImageDim):
-                    subImage = image[:, i * subImgSize: (i + 1) * subImgSize, j * subImgSize: (j + 1) * subImgSize]
+                    subImage = image[:, i * subImgSize : (i + 1) * subImgSize, j * subImgSize : (j + 1) * subImgSize]
                     subImages[idx, i * self.subImageDim + j] = subImage.flatten()
         return subImages
 
@@ -80,15 +82,13 @@ class ViT(nn.Module):
 
 class ViTBlock(nn.Module):
     def __init__(self, hidden_d, HURatio, n_heads):
-        super(ViTBlock, self).__init__()
+        super().__init__()
         self.norm1 = nn.LayerNorm(hidden_d)
         self.mhsa = MSA(hidden_d, n_heads)
         self.norm2 = nn.LayerNorm(hidden_d)
 
         self.mlp = nn.Sequential(
-            nn.Linear(hidden_d, HURatio * hidden_d),
-            nn.GELU(),
-            nn.Linear(HURatio * hidden_d, hidden_d)
+            nn.Linear(hidden_d, HURatio * hidden_d), nn.GELU(), nn.Linear(HURatio * hidden_d, hidden_d)
         )
 
     def forward(self, x):
@@ -99,7 +99,7 @@ class ViTBlock(nn.Module):
 
 class MSA(nn.Module):
     def __init__(self, d, n_heads=2):
-        super(MSA, self).__init__()
+        super().__init__()
         self.d = d
         self.n_heads = n_heads
 
@@ -122,10 +122,10 @@ class MSA(nn.Module):
                 k_mapping = self.k_mappings[head]
                 v_mapping = self.v_mappings[head]
 
-                seq = sequence[:, head * self.d_head: (head + 1) * self.d_head]
+                seq = sequence[:, head * self.d_head : (head + 1) * self.d_head]
                 q, k, v = q_mapping(seq), k_mapping(seq), v_mapping(seq)
 
-                attention = self.softmax(q @ k.T / (self.d_head ** 0.5))
+                attention = self.softmax(q @ k.T / (self.d_head**0.5))
                 seq_result.append(attention @ v)
             result.append(torch.hstack(seq_result))
         return torch.cat([torch.unsqueeze(r, dim=0) for r in result])
@@ -133,8 +133,13 @@ class MSA(nn.Module):
 
 def vitlib_state_dict(ref: ViT) -> dict:
     """The reference's weights under vitlib.model.ViT's names (config: the `original` preset)."""
-    sd = {"patch_embed.weight": ref.embedding.weight, "patch_embed.bias": ref.embedding.bias,
-          "cls_token": ref.class_token[None], "head.0.weight": ref.mlp[0].weight, "head.0.bias": ref.mlp[0].bias}
+    sd = {
+        "patch_embed.weight": ref.embedding.weight,
+        "patch_embed.bias": ref.embedding.bias,
+        "cls_token": ref.class_token[None],
+        "head.0.weight": ref.mlp[0].weight,
+        "head.0.bias": ref.mlp[0].bias,
+    }
     for i, blk in enumerate(ref.blocks):
         p = f"blocks.{i}."
         for name in ("norm1", "norm2"):

@@ -24,11 +24,19 @@ def caption(kind: str, number: int, text: str) -> Markdown:
 def selection_figure_caption(selection: SelectionResult, number: int) -> Markdown:
     """The caption of `plots.model_selection`'s figure, which draws a large grid differently."""
     if len(selection.summary) > 12:
-        return caption("Figure", number, "Validation error of every configuration, best at the top: the mean over "
-                                         "folds (bar) and each fold (dot); a triangle marks the selected one.")
-    return caption("Figure", number, "Training and validation error of each configuration: the mean over folds "
-                                     "(line), the range over folds (bars) and each fold (dots); the selected one "
-                                     "is circled.")
+        return caption(
+            "Figure",
+            number,
+            "Validation error of every configuration, best at the top: the mean over "
+            "folds (bar) and each fold (dot); a triangle marks the selected one.",
+        )
+    return caption(
+        "Figure",
+        number,
+        "Training and validation error of each configuration: the mean over folds "
+        "(line), the range over folds (bars) and each fold (dots); the selected one "
+        "is circled.",
+    )
 
 
 def position_text(similarity, embed_dim: int, kind: str) -> Markdown:
@@ -45,27 +53,34 @@ def position_text(similarity, embed_dim: int, kind: str) -> Markdown:
     far = (ri == rj) & (abs(ci - cj) == side - 1)
     in_image = spearmanr(np.hypot(ri - rj, ci - cj), sim[i, j])[0]
     in_order = spearmanr(j - i, sim[i, j])[0]
-    text = (f"In this model's {kind} table ({embed_dim} dimensions), patches side by side in a row have a cosine "
-            f"similarity of {across:.2f} on average and patches one above the other {down:.2f}, while the first and "
-            f"last patch of a row reach {sim[i, j][far].mean():.2f}. Similarity falls with distance only loosely: "
-            f"its rank correlation with the distance in the image is {in_image:.2f}, and with the distance in "
-            f"reading order {in_order:.2f}.")
+    text = (
+        f"In this model's {kind} table ({embed_dim} dimensions), patches side by side in a row have a cosine "
+        f"similarity of {across:.2f} on average and patches one above the other {down:.2f}, while the first and "
+        f"last patch of a row reach {sim[i, j][far].mean():.2f}. Similarity falls with distance only loosely: "
+        f"its rank correlation with the distance in the image is {in_image:.2f}, and with the distance in "
+        f"reading order {in_order:.2f}."
+    )
     offset = j - i
     by_offset = {k: sim[i, j][offset == k].mean() for k in range(1, len(sim))}
     echoes = [k for k in range(2, len(sim)) if by_offset[k] >= by_offset[1] - 0.05]
     if echoes:
         listed = [str(k) for k in echoes[:6]]
-        shown = (", ".join(listed[:-1]) + " and " + listed[-1] if len(listed) > 1 else listed[0]) + \
-            (" and more" if len(echoes) > 6 else "")
-        text += (f" Positions {shown} apart in reading order are on average as alike as direct neighbours "
-                 f"(cosine {by_offset[1]:.2f} or more): the table gives each position a code that repeats, which "
-                 f"the model must learn to read; it is not a map of the digit.")
+        shown = (", ".join(listed[:-1]) + " and " + listed[-1] if len(listed) > 1 else listed[0]) + (
+            " and more" if len(echoes) > 6 else ""
+        )
+        text += (
+            f" Positions {shown} apart in reading order are on average as alike as direct neighbours "
+            f"(cosine {by_offset[1]:.2f} or more): the table gives each position a code that repeats, which "
+            f"the model must learn to read; it is not a map of the digit."
+        )
     return Markdown(text)
 
 
 def checkpoint_note(folder: str) -> Markdown:
-    return Markdown(f"The checkpoint, its configuration and metrics are in `report/{folder}/final/`; "
-                    f"`python -m vitlib evaluate report/{folder}/final/checkpoint.pt` scores it again.")
+    return Markdown(
+        f"The checkpoint, its configuration and metrics are in `report/{folder}/final/`; "
+        f"`python -m vitlib evaluate report/{folder}/final/checkpoint.pt` scores it again."
+    )
 
 
 def _plural(n: int, word: str) -> str:
@@ -84,9 +99,12 @@ def _pct_pm(mean: float, std: float) -> str:
 
 def data_table(data: MNIST, config: ExperimentConfig, number: int) -> Table:
     n, k = len(data.train_images), config.selection.folds
-    rows = [("training images", f"{n:,}"), ("test images", f"{len(data.test_images):,}"),
-            ("folds for model selection", str(k)),
-            ("images per fold: train / validation", f"{n - n // k:,} / {n // k:,}")]
+    rows = [
+        ("training images", f"{n:,}"),
+        ("test images", f"{len(data.test_images):,}"),
+        ("folds for model selection", str(k)),
+        ("images per fold: train / validation", f"{n - n // k:,} / {n // k:,}"),
+    ]
     return Table(pd.DataFrame(rows, columns=["", "value"]), f"Table {number}. The data of this run")
 
 
@@ -104,7 +122,8 @@ def method_text(config: ExperimentConfig) -> Markdown:
         f"{_plural(t.epochs, 'epoch')}, cross-entropy loss, seed {t.seed}. Model selection: {s.folds}-fold "
         f"cross-validation ({'shuffled' if s.shuffle_folds else 'KFold without shuffling, as the course report'}) "
         f"over {grid}; rule: {SELECTION_RULE}. The chosen configuration is then trained once on all training "
-        f"images and scored once on the test set.")
+        f"images and scored once on the test set."
+    )
 
 
 def selection_table(result: SelectionResult, number: int) -> Table:
@@ -122,24 +141,34 @@ def selection_table(result: SelectionResult, number: int) -> Table:
         df["failed folds"] = s["failed_folds"]
     df["chosen"] = ["yes" if all(r[k] == v for k, v in result.best.items()) else "" for _, r in s.iterrows()]
     loss = " and cross-entropy loss" if "validation loss" in df else ""
-    return Table(df, f"Table {number}. Model selection: misclassification error{loss} of each configuration "
-                     f"(mean ± std over {int(s['folds'].max())} folds)")
+    return Table(
+        df,
+        f"Table {number}. Model selection: misclassification error{loss} of each configuration "
+        f"(mean ± std over {int(s['folds'].max())} folds)",
+    )
 
 
 def selection_conclusion(result: SelectionResult, table: int) -> Markdown:
     s = result.summary[result.summary["failed_folds"] == 0].sort_values("val_error_mean", kind="stable")
     rows = s.to_dict("records")  # keeps each column's type: depth stays an int
     best, rest = rows[0], rows[1:]
-    text = (f"Table {table} selects **{_point({k: best[k] for k in result.grid_keys})}**, with a mean validation "
-            f"error of {best['val_error_mean']:.2%} (± {best['val_error_std']:.2%} over folds).")
+    text = (
+        f"Table {table} selects **{_point({k: best[k] for k in result.grid_keys})}**, with a mean validation "
+        f"error of {best['val_error_mean']:.2%} (± {best['val_error_std']:.2%} over folds)."
+    )
     if rest:
         second = rest[0]
         gap = second["val_error_mean"] - best["val_error_mean"]
         spread = max(best["val_error_std"], second["val_error_std"])
-        verdict = ("smaller than the spread between folds, so this choice is within noise"
-                   if gap < spread else "larger than the spread between folds")
-        text += (f" The runner-up ({_point({k: second[k] for k in result.grid_keys})}) is {gap * 100:.2f} points "
-                 f"behind; that gap is {verdict} (the larger fold standard deviation of the two: {spread:.2%}).")
+        verdict = (
+            "smaller than the spread between folds, so this choice is within noise"
+            if gap < spread
+            else "larger than the spread between folds"
+        )
+        text += (
+            f" The runner-up ({_point({k: second[k] for k in result.grid_keys})}) is {gap * 100:.2f} points "
+            f"behind; that gap is {verdict} (the larger fold standard deviation of the two: {spread:.2%})."
+        )
     failed = result.summary[result.summary["failed_folds"] > 0]
     if len(failed):
         text += f" {_plural(len(failed), 'configuration')} diverged in at least one fold and were not eligible."
@@ -152,8 +181,12 @@ def grid_effects(selection: SelectionResult, number: int) -> Table | None:
     effects = main_effects(selection)
     if effects.empty:
         return None
-    df = effects.assign(**{"mean validation error": [f"{v:.2%}" for v in effects["mean"]],
-                           "best validation error": [f"{v:.2%}" for v in effects["min"]]})
+    df = effects.assign(
+        **{
+            "mean validation error": [f"{v:.2%}" for v in effects["mean"]],
+            "best validation error": [f"{v:.2%}" for v in effects["min"]],
+        }
+    )
     df = df[["setting", "value", "mean validation error", "best validation error", "configs"]]
     return Table(df, f"Table {number}. Each setting's main effect: validation error averaged over the rest of the grid")
 
@@ -188,32 +221,49 @@ def grid_effects_text(selection: SelectionResult) -> Markdown:
         if len(stable) < len(ok):
             kept = stable.groupby(key, sort=False)["val_error_mean"].mean()
             if len(kept) >= 2 and (kept.max() - kept.min() > noise) != beyond:
-                note += (f", but {(kept.max() - kept.min()) * 100:.2f} points without the unstable configurations "
-                         f"named below, {'more than' if not beyond else 'within'} fold noise")
-        parts.append(f"**{key}**: best on average at {best} ({means[best]:.2%}), worst at {worst} "
-                     f"({means[worst]:.2%}), a spread of {spread * 100:.2f} points, {note}")
+                note += (
+                    f", but {(kept.max() - kept.min()) * 100:.2f} points without the unstable configurations "
+                    f"named below, {'more than' if not beyond else 'within'} fold noise"
+                )
+        parts.append(
+            f"**{key}**: best on average at {best} ({means[best]:.2%}), worst at {worst} "
+            f"({means[worst]:.2%}), a spread of {spread * 100:.2f} points, {note}"
+        )
     text = "; ".join(parts) + "." if parts else "The grid has a single value per setting."
-    text += (f" For scale, the median standard deviation between the folds of one configuration is "
-             f"{noise * 100:.2f} points: a spread smaller than that is within noise.")
+    text += (
+        f" For scale, the median standard deviation between the folds of one configuration is "
+        f"{noise * 100:.2f} points: a spread smaller than that is within noise."
+    )
     if parts:
-        text += (f" So {', '.join(matter) if matter else 'none of the settings'} "
-                 f"{'moves' if len(matter) == 1 else 'move'} the average by more than fold noise on this grid.")
+        text += (
+            f" So {', '.join(matter) if matter else 'none of the settings'} "
+            f"{'moves' if len(matter) == 1 else 'move'} the average by more than fold noise on this grid."
+        )
     unstable = ok[ok["val_error_std"] > 3 * noise]
     if len(unstable):
-        names = "; ".join(", ".join(f"{k}={r[k]}" for k in selection.grid_keys)
-                          for r in unstable[selection.grid_keys].to_dict("records"))
-        text += (f" These averages include {len(unstable)} configuration{'s' if len(unstable) > 1 else ''} whose "
-                 f"folds disagree by more than three times that (unstable training: {names}); a spread that "
-                 f"comes from them says more about stability than about the setting.")
+        names = "; ".join(
+            ", ".join(f"{k}={r[k]}" for k in selection.grid_keys)
+            for r in unstable[selection.grid_keys].to_dict("records")
+        )
+        text += (
+            f" These averages include {len(unstable)} configuration{'s' if len(unstable) > 1 else ''} whose "
+            f"folds disagree by more than three times that (unstable training: {names}); a spread that "
+            f"comes from them says more about stability than about the setting."
+        )
     return Markdown(text)
 
 
 def final_table(metrics: dict, number: int) -> Table:
-    rows = [("training (running, last epoch)", metrics["train_loss"], 1 - metrics["train_error"]),
-            ("test", metrics["test_loss"], metrics["test_accuracy"])]
+    rows = [
+        ("training (running, last epoch)", metrics["train_loss"], 1 - metrics["train_error"]),
+        ("test", metrics["test_loss"], metrics["test_accuracy"]),
+    ]
     df = pd.DataFrame(rows, columns=["set", "cross-entropy loss", "accuracy"])
-    return Table(df, f"Table {number}. The final model after {_plural(len(metrics['history']), 'epoch')}",
-                 formats={"accuracy": "{:.2%}"})
+    return Table(
+        df,
+        f"Table {number}. The final model after {_plural(len(metrics['history']), 'epoch')}",
+        formats={"accuracy": "{:.2%}"},
+    )
 
 
 def final_conclusion(metrics: dict, cfg: ExperimentConfig, best: dict) -> Markdown:
@@ -223,7 +273,8 @@ def final_conclusion(metrics: dict, cfg: ExperimentConfig, best: dict) -> Markdo
         f"The selected model ({_point(best)}; {metrics['parameters']:,} parameters) reaches a **test accuracy of "
         f"{metrics['test_accuracy']:.2%}** ({wrong:,} of {n:,} test digits wrong) after "
         f"{_plural(cfg.train.epochs, 'epoch')} of training on {metrics['n_train']:,} images, in "
-        f"{metrics['train_seconds']:.0f} s on {metrics['run']['device']}.")
+        f"{metrics['train_seconds']:.0f} s on {metrics['run']['device']}."
+    )
 
 
 def _interval_text(accuracy: float, n: int) -> str:
@@ -232,11 +283,17 @@ def _interval_text(accuracy: float, n: int) -> str:
 
 
 def seeds_table(runs: dict, number: int) -> Table:
-    rows = [(name, m["test_accuracy"], _interval_text(m["test_accuracy"], m["n_test"]), m["test_loss"],
-             m["train_seconds"]) for name, m in runs.items() if name != "runner-up"]
+    rows = [
+        (name, m["test_accuracy"], _interval_text(m["test_accuracy"], m["n_test"]), m["test_loss"], m["train_seconds"])
+        for name, m in runs.items()
+        if name != "runner-up"
+    ]
     df = pd.DataFrame(rows, columns=["run", "test accuracy", "95% interval (Wilson)", "test loss", "train s"])
-    return Table(df, f"Table {number}. The selected configuration trained with different seeds",
-                 formats={"test accuracy": "{:.2%}", "train s": "{:.0f}"})
+    return Table(
+        df,
+        f"Table {number}. The selected configuration trained with different seeds",
+        formats={"test accuracy": "{:.2%}", "train s": "{:.0f}"},
+    )
 
 
 def statistics_conclusion(runs: dict, selection: SelectionResult, table: int) -> Markdown:
@@ -244,31 +301,46 @@ def statistics_conclusion(runs: dict, selection: SelectionResult, table: int) ->
     mean, std = mean_std(seeds)
     first = next(iter(runs.values()))
     lo, hi = wilson_interval(round(first["test_accuracy"] * first["n_test"]), first["n_test"])
-    text = (f"Over {len(seeds)} seeds (Table {table}) the selected configuration reaches **{mean:.2%} ± {std:.2%}** "
-            f"test accuracy (mean ± standard deviation). For one run, the 95% Wilson interval of its test accuracy "
-            f"is {lo:.2%} – {hi:.2%} ({(hi - lo) * 100:.2f} points wide): differences between seeds "
-            f"{'are larger than' if std * 2 > hi - lo else 'fit within'} what the test set alone can resolve.")
+    text = (
+        f"Over {len(seeds)} seeds (Table {table}) the selected configuration reaches **{mean:.2%} ± {std:.2%}** "
+        f"test accuracy (mean ± standard deviation). For one run, the 95% Wilson interval of its test accuracy "
+        f"is {lo:.2%} – {hi:.2%} ({(hi - lo) * 100:.2f} points wide): differences between seeds "
+        f"{'are larger than' if std * 2 > hi - lo else 'fit within'} what the test set alone can resolve."
+    )
     if "runner-up" in runs:
         test = mcnemar(first["test_correct"], runs["runner-up"]["test_correct"])
-        verdict = ("a significant difference at the 5% level" if test["p_value"] < 0.05
-                   else "no significant difference at the 5% level, so the choice between them is within noise")
-        text += (f"\n\nAgainst the runner-up of model selection ({_point(selection.runner_up())}; test accuracy "
-                 f"{runs['runner-up']['test_accuracy']:.2%}, same seed), the exact McNemar test on the "
-                 f"{test['discordant']:,} test images that exactly one of the two gets right "
-                 f"({test['a_only_right']:,} only the selected, {test['b_only_right']:,} only the runner-up) gives "
-                 f"p = {test['p_value']:.3g}: {verdict}.")
+        verdict = (
+            "a significant difference at the 5% level"
+            if test["p_value"] < 0.05
+            else "no significant difference at the 5% level, so the choice between them is within noise"
+        )
+        text += (
+            f"\n\nAgainst the runner-up of model selection ({_point(selection.runner_up())}; test accuracy "
+            f"{runs['runner-up']['test_accuracy']:.2%}, same seed), the exact McNemar test on the "
+            f"{test['discordant']:,} test images that exactly one of the two gets right "
+            f"({test['a_only_right']:,} only the selected, {test['b_only_right']:,} only the runner-up) gives "
+            f"p = {test['p_value']:.3g}: {verdict}."
+        )
     return Markdown(text)
 
 
 def _recipe(c: ExperimentConfig) -> tuple[str, str]:
-    training = (f"{c.train.optimizer}, lr {c.train.lr:g}, {c.train.lr_schedule}"
-                + (f" + {c.train.warmup_epochs:g} warmup epoch{'' if c.train.warmup_epochs == 1 else 's'}"
-                   if c.train.warmup_epochs else "")
-                + (f", wd {c.train.weight_decay:g}" if c.train.weight_decay else ""))
-    model = (("per-head qkv, no out proj" if c.model.qkv_per_head else "fused qkv + out proj")
-             + (", sinusoidal pos" if c.model.pos_embed == "sinusoidal" else f", {c.model.pos_embed} pos")
-             + (", final LN" if c.model.final_norm else "") + (", input norm" if c.model.normalize_input else "")
-             + (", head softmax" if c.model.head_softmax else ""))
+    training = (
+        f"{c.train.optimizer}, lr {c.train.lr:g}, {c.train.lr_schedule}"
+        + (
+            f" + {c.train.warmup_epochs:g} warmup epoch{'' if c.train.warmup_epochs == 1 else 's'}"
+            if c.train.warmup_epochs
+            else ""
+        )
+        + (f", wd {c.train.weight_decay:g}" if c.train.weight_decay else "")
+    )
+    model = (
+        ("per-head qkv, no out proj" if c.model.qkv_per_head else "fused qkv + out proj")
+        + (", sinusoidal pos" if c.model.pos_embed == "sinusoidal" else f", {c.model.pos_embed} pos")
+        + (", final LN" if c.model.final_norm else "")
+        + (", input norm" if c.model.normalize_input else "")
+        + (", head softmax" if c.model.head_softmax else "")
+    )
     return model, training
 
 
@@ -278,16 +350,26 @@ def ablation_table(results: dict[str, list[dict]], configs: dict[str, Experiment
         accs = [m["test_accuracy"] for m in per_seed]
         mean, std = mean_std(accs)
         lo, hi = t_interval(accs)
-        rows.append((name, f"{per_seed[0]['parameters']:,}", f"{mean:.2%} ± {std:.2%}", f"{lo:.2%} – {hi:.2%}",
-                     ", ".join(f"{a:.2%}" for a in accs)))
+        rows.append(
+            (
+                name,
+                f"{per_seed[0]['parameters']:,}",
+                f"{mean:.2%} ± {std:.2%}",
+                f"{lo:.2%} – {hi:.2%}",
+                ", ".join(f"{a:.2%}" for a in accs),
+            )
+        )
     df = pd.DataFrame(rows, columns=["recipe", "parameters", "test accuracy", "95% interval", "each seed"])
     c = next(iter(configs.values()))
     n = len(next(iter(results.values())))
-    return Table(df, f"Table {number}. Reproduction and ablation at the course report's chosen size (depth "
-                     f"{c.model.depth}, MLP {c.model.mlp_hidden_dim}, embed {c.model.embed_dim}), batch "
-                     f"{c.train.batch_size}, {_plural(c.train.epochs, 'epoch')}: test accuracy mean ± std over seeds "
-                     f"{c.train.seed}–{c.train.seed + n - 1}, Student-t interval of the mean",
-                 widths={"recipe": "3.6cm", "each seed": "3.4cm"})
+    return Table(
+        df,
+        f"Table {number}. Reproduction and ablation at the course report's chosen size (depth "
+        f"{c.model.depth}, MLP {c.model.mlp_hidden_dim}, embed {c.model.embed_dim}), batch "
+        f"{c.train.batch_size}, {_plural(c.train.epochs, 'epoch')}: test accuracy mean ± std over seeds "
+        f"{c.train.seed}–{c.train.seed + n - 1}, Student-t interval of the mean",
+        widths={"recipe": "3.6cm", "each seed": "3.4cm"},
+    )
 
 
 def ablation_recipes(configs: dict[str, ExperimentConfig]) -> Markdown:
@@ -305,24 +387,31 @@ def ablation_conclusion(results: dict[str, list[dict]], claimed: float, table: i
     (bug, bug_sd), (fixed, fixed_sd), (modern, modern_sd) = (stats[n] for n in names[:3])
     n = len(results[names[0]])
     gain = fixed - bug
-    text = (f"Table {table}: with the head softmax, as the course report trained it, the model reaches "
-            f"{bug:.2%} ± {bug_sd:.2%} over {n} seeds (the course report claimed {claimed:.0%}); without it, the "
-            f"same model and protocol reach {fixed:.2%} ± {fixed_sd:.2%} ({gain * 100:+.2f} points). At a similar "
-            f"tiny size ({results[names[2]][0]['parameters']:,} parameters against {results[names[1]][0]['parameters']:,}), "
-            f"a modern recipe reaches {modern:.2%} ± {modern_sd:.2%}. ")
+    text = (
+        f"Table {table}: with the head softmax, as the course report trained it, the model reaches "
+        f"{bug:.2%} ± {bug_sd:.2%} over {n} seeds (the course report claimed {claimed:.0%}); without it, the "
+        f"same model and protocol reach {fixed:.2%} ± {fixed_sd:.2%} ({gain * 100:+.2f} points). At a similar "
+        f"tiny size ({results[names[2]][0]['parameters']:,} parameters against {results[names[1]][0]['parameters']:,}), "
+        f"a modern recipe reaches {modern:.2%} ± {modern_sd:.2%}. "
+    )
     if gain > 2 * max(bug_sd, fixed_sd):
-        text += ("Removing the double softmax moves the accuracy by more than twice the seed spread of either "
-                 "row, so most of the course report's shortfall came from that bug.")
+        text += (
+            "Removing the double softmax moves the accuracy by more than twice the seed spread of either "
+            "row, so most of the course report's shortfall came from that bug."
+        )
     else:
         text += "On these seeds, the double softmax's effect is within twice the seed spread."
     widest = max(names, key=lambda name: stats[name][1])
-    text += (f" The widest spread over seeds is that of *{widest}*, a standard deviation of "
-             f"{stats[widest][1]:.2%}; with {n} seeds per row, that ranking is itself uncertain.")
+    text += (
+        f" The widest spread over seeds is that of *{widest}*, a standard deviation of "
+        f"{stats[widest][1]:.2%}; with {n} seeds per row, that ranking is itself uncertain."
+    )
     return Markdown(text)
 
 
 # The laptop report (notebook 05, vitlib.laptop): the recipe, its choice on the validation split,
 # its ingredients, the final model.
+
 
 def _seconds_per_epoch(metrics: dict) -> float:
     """Median seconds per epoch, training and scoring: the first epoch also compiles."""
@@ -336,33 +425,55 @@ def _minutes(seconds: float) -> str:
 def recipe_table(config: ExperimentConfig, parameters: int, number: int) -> Table:
     m, t = config.model, config.train
     side = m.image_size // m.patch_size
-    augmentation = (f"random rotation ±{t.aug_degrees:g}°, shift ±{t.aug_translate:.0%}, zoom ±{t.aug_scale:.0%}"
-                    if t.aug_degrees or t.aug_translate or t.aug_scale else "none")
+    augmentation = (
+        f"random rotation ±{t.aug_degrees:g}°, shift ±{t.aug_translate:.0%}, zoom ±{t.aug_scale:.0%}"
+        if t.aug_degrees or t.aug_translate or t.aug_scale
+        else "none"
+    )
     rows = [
         ("patches", f"{m.patch_size}×{m.patch_size} pixels, {side * side} tokens + a class token, linear embedding"),
         ("encoder", f"{m.depth} pre-norm blocks, width {m.embed_dim}, {m.num_heads} heads, MLP {m.mlp_hidden_dim}"),
         ("parameters", f"{parameters:,}"),
         ("optimizer", f"{t.optimizer}, peak lr {t.lr:g}, weight decay {t.weight_decay:g}, batch {t.batch_size}"),
-        ("schedule", f"{t.lr_schedule}" + (f" after {t.warmup_epochs:g} warmup epochs" if t.warmup_epochs else "")
-         + f", {_plural(t.epochs, 'epoch')}"),
+        (
+            "schedule",
+            f"{t.lr_schedule}"
+            + (f" after {t.warmup_epochs:g} warmup epochs" if t.warmup_epochs else "")
+            + f", {_plural(t.epochs, 'epoch')}",
+        ),
         ("regularization", f"label smoothing {t.label_smoothing:g}, stochastic depth {m.drop_path_rate:g}"),
         ("augmentation", augmentation + " (on tensors, one affine grid per batch)"),
         ("weights kept", f"exponential moving average, decay {t.ema_decay:g}" if t.ema_decay else "the last ones"),
         ("execution", ("torch.compile, " if t.compile else "eager, ") + ("bfloat16 autocast" if t.amp else "float32")),
     ]
-    return Table(pd.DataFrame(rows, columns=["", "the laptop recipe"]),
-                 f"Table {number}. The recipe (preset `laptop`)", widths={"the laptop recipe": "11cm"})
+    return Table(
+        pd.DataFrame(rows, columns=["", "the laptop recipe"]),
+        f"Table {number}. The recipe (preset `laptop`)",
+        widths={"the laptop recipe": "11cm"},
+    )
 
 
 def candidates_table(candidates: dict[str, dict], chosen: str, number: int) -> Table:
-    rows = [(("▶ " if name == chosen else "") + name, f"{m['parameters']:,}", len(m["history"]),
-             f"{_seconds_per_epoch(m):.0f}", m["test_error"], round(m["test_error"] * m["n_test"]))
-            for name, m in candidates.items()]
+    rows = [
+        (
+            ("▶ " if name == chosen else "") + name,
+            f"{m['parameters']:,}",
+            len(m["history"]),
+            f"{_seconds_per_epoch(m):.0f}",
+            m["test_error"],
+            round(m["test_error"] * m["n_test"]),
+        )
+        for name, m in candidates.items()
+    ]
     n_val, n_train = next(iter(candidates.values()))["n_test"], next(iter(candidates.values()))["n_train"]
     df = pd.DataFrame(rows, columns=["recipe", "parameters", "epochs", "s / epoch", "validation error", "wrong"])
-    return Table(df, f"Table {number}. The candidates, trained on {n_train:,} training images and scored on the "
-                     f"{n_val:,} held out (▶ chosen: the lowest validation error)",
-                 formats={"validation error": "{:.2%}"}, widths={"recipe": "5.2cm"})
+    return Table(
+        df,
+        f"Table {number}. The candidates, trained on {n_train:,} training images and scored on the "
+        f"{n_val:,} held out (▶ chosen: the lowest validation error)",
+        formats={"validation error": "{:.2%}"},
+        widths={"recipe": "5.2cm"},
+    )
 
 
 def candidates_text(candidates: dict[str, dict], chosen: str, table: int, figure: int) -> Markdown:
@@ -371,26 +482,42 @@ def candidates_text(candidates: dict[str, dict], chosen: str, table: int, figure
     err = candidates[chosen]["test_error"]
     lo, hi = wilson_interval(round((1 - err) * n), n)
     others = [name for name in candidates if name != chosen]
-    text = (f"Table {table} and Figure {figure}: *{chosen}* reaches the lowest validation error, "
-            f"{err:.2%} ({round(err * n)} of {n:,} held-out digits wrong; 95% interval of the accuracy "
-            f"{lo:.2%} – {hi:.2%}), against " + ", ".join(f"{candidates[o]['test_error']:.2%} for *{o}*"
-                                                            for o in others) + ". ")
-    text += ("The candidates ran two at a time, one thread each, so their seconds per epoch compare them with "
-             "each other, not with the final model's. The test set played no part: the final model below is this "
-             "recipe, trained once on all training images.")
+    text = (
+        f"Table {table} and Figure {figure}: *{chosen}* reaches the lowest validation error, "
+        f"{err:.2%} ({round(err * n)} of {n:,} held-out digits wrong; 95% interval of the accuracy "
+        f"{lo:.2%} – {hi:.2%}), against "
+        + ", ".join(f"{candidates[o]['test_error']:.2%} for *{o}*" for o in others)
+        + ". "
+    )
+    text += (
+        "The candidates ran two at a time, one thread each, so their seconds per epoch compare them with "
+        "each other, not with the final model's. The test set played no part: the final model below is this "
+        "recipe, trained once on all training images."
+    )
     return Markdown(text)
 
 
 def ingredients_table(rows: dict[str, dict], number: int) -> Table:
     base = rows["all ingredients"]["test_error"]
-    table = [(name, m["test_error"], "" if name == "all ingredients" else f"{(m['test_error'] - base) * 100:+.2f}",
-              f"{_seconds_per_epoch(m):.0f}") for name, m in rows.items()]
+    table = [
+        (
+            name,
+            m["test_error"],
+            "" if name == "all ingredients" else f"{(m['test_error'] - base) * 100:+.2f}",
+            f"{_seconds_per_epoch(m):.0f}",
+        )
+        for name, m in rows.items()
+    ]
     first = next(iter(rows.values()))
     df = pd.DataFrame(table, columns=["run", "validation error", "change (points)", "s / epoch"])
-    return Table(df, f"Table {number}. What each ingredient buys: the chosen recipe without it, "
-                     f"{_plural(len(first['history']), 'epoch')}, scored on the {first['n_test']:,} held-out "
-                     f"training images (one seed; + means worse without it)",
-                 formats={"validation error": "{:.2%}"}, widths={"run": "6.5cm"})
+    return Table(
+        df,
+        f"Table {number}. What each ingredient buys: the chosen recipe without it, "
+        f"{_plural(len(first['history']), 'epoch')}, scored on the {first['n_test']:,} held-out "
+        f"training images (one seed; + means worse without it)",
+        formats={"validation error": "{:.2%}"},
+        widths={"run": "6.5cm"},
+    )
 
 
 def ingredients_text(rows: dict[str, dict], full_epochs: int, table: int) -> Markdown:
@@ -402,18 +529,26 @@ def ingredients_text(rows: dict[str, dict], full_epochs: int, table: int) -> Mar
     helped = sorted((k for k in changes if changes[k] > 2 * noise), key=changes.get, reverse=True)
     hurt = [k for k in changes if changes[k] < -2 * noise]
     epochs = len(base["history"])
-    text = (f"Table {table}: each row removes one ingredient from the chosen recipe and trains it for {epochs} of "
-            f"the recipe's {full_epochs} epochs on the same split. With {n:,} validation images, a difference "
-            f"of two error rates near {p:.2%} has a standard deviation of about {noise * 100:.2f} points, so only "
-            f"changes beyond {2 * noise * 100:.2f} points are told apart from noise. ")
+    text = (
+        f"Table {table}: each row removes one ingredient from the chosen recipe and trains it for {epochs} of "
+        f"the recipe's {full_epochs} epochs on the same split. With {n:,} validation images, a difference "
+        f"of two error rates near {p:.2%} has a standard deviation of about {noise * 100:.2f} points, so only "
+        f"changes beyond {2 * noise * 100:.2f} points are told apart from noise. "
+    )
     if helped:
-        text += "Removing " + ", ".join(f"*{k.removeprefix('without ')}* ({changes[k] * 100:+.2f})" for k in helped) + \
-            " costs more than that. "
+        text += (
+            "Removing "
+            + ", ".join(f"*{k.removeprefix('without ')}* ({changes[k] * 100:+.2f})" for k in helped)
+            + " costs more than that. "
+        )
     else:
         text += "No single removal costs more than that at this schedule. "
     if hurt:
-        text += ("At this short schedule, " + ", ".join(f"*{k}* ({changes[k] * 100:+.2f})" for k in hurt) +
-                 " even does better: regularizers pay off over long training, which these runs do not reach. ")
+        text += (
+            "At this short schedule, "
+            + ", ".join(f"*{k}* ({changes[k] * 100:+.2f})" for k in hurt)
+            + " even does better: regularizers pay off over long training, which these runs do not reach. "
+        )
     text += "One seed per row: a rerun with another seed would move each row by about the same noise."
     return Markdown(text)
 
@@ -422,34 +557,44 @@ def laptop_final_table(metrics: dict, number: int) -> Table:
     n = metrics["n_test"]
     wrong = round(metrics["test_error"] * n)
     run = metrics["run"]
-    rows = [("parameters", f"{metrics['parameters']:,}"),
-            ("training images", f"{metrics['n_train']:,} (all; nothing held out)"),
-            ("epochs", str(len(metrics["history"]))),
-            ("training time (wall clock, test pass after each epoch included)",
-             f"{_minutes(metrics['train_seconds'])} ({_seconds_per_epoch(metrics):.0f} s per epoch)"),
-            ("machine", f"{run['device_name']}, {run['cpu_threads']} threads, {run['device']}, torch {run['torch']}"),
-            ("test accuracy", f"{metrics['test_accuracy']:.2%} ({wrong} of {n:,} digits wrong)"),
-            ("95% interval (Wilson)", _interval_text(metrics["test_accuracy"], n))]
-    return Table(pd.DataFrame(rows, columns=["", "the laptop model"]),
-                 f"Table {number}. The final model: the chosen recipe trained once on all training images and "
-                 f"tested once", widths={"": "5.5cm", "the laptop model": "9cm"})
+    rows = [
+        ("parameters", f"{metrics['parameters']:,}"),
+        ("training images", f"{metrics['n_train']:,} (all; nothing held out)"),
+        ("epochs", str(len(metrics["history"]))),
+        (
+            "training time (wall clock, test pass after each epoch included)",
+            f"{_minutes(metrics['train_seconds'])} ({_seconds_per_epoch(metrics):.0f} s per epoch)",
+        ),
+        ("machine", f"{run['device_name']}, {run['cpu_threads']} threads, {run['device']}, torch {run['torch']}"),
+        ("test accuracy", f"{metrics['test_accuracy']:.2%} ({wrong} of {n:,} digits wrong)"),
+        ("95% interval (Wilson)", _interval_text(metrics["test_accuracy"], n)),
+    ]
+    return Table(
+        pd.DataFrame(rows, columns=["", "the laptop model"]),
+        f"Table {number}. The final model: the chosen recipe trained once on all training images and tested once",
+        widths={"": "5.5cm", "the laptop model": "9cm"},
+    )
 
 
 def laptop_abstract(results: dict, final: dict, config: ExperimentConfig) -> Markdown:
     n = results["numbers"]
     p = config.model.patch_size
-    acc, lo, hi = (n[k]["value"] for k in ("final.test_accuracy", "final.test_accuracy.ci_low",
-                                           "final.test_accuracy.ci_high"))
+    acc, lo, hi = (
+        n[k]["value"] for k in ("final.test_accuracy", "final.test_accuracy.ci_low", "final.test_accuracy.ci_high")
+    )
     return Markdown(
         f"A Vision Transformer trained from scratch on MNIST — {p}×{p}-pixel patches embedded linearly, no "
         f"convolution, no pre-training, no extra data — reaches **{acc:.2%} test accuracy** (95% interval "
         f"{lo:.2%} – {hi:.2%}) with {n['final.parameters']['value']:,} parameters, after "
         f"{_minutes(final['train_seconds'])} of training on {final['run']['cpu_threads']} CPU threads "
         f"({final['run']['device_name']}). The recipe, *{n['laptop.chosen']['value']}*, was chosen on 5,000 "
-        f"training images held out for validation; the test set was used once, for the number above.")
+        f"training images held out for validation; the test set was used once, for the number above."
+    )
 
 
 def laptop_checkpoint_note(folder: str) -> Markdown:
-    return Markdown(f"The checkpoint, its configuration and metrics are in `{folder}/`; "
-                    f"`python -m vitlib evaluate {folder}/checkpoint.pt` scores it again in seconds, and "
-                    f"`python -m vitlib train --preset laptop --out runs/laptop` trains it again.")
+    return Markdown(
+        f"The checkpoint, its configuration and metrics are in `{folder}/`; "
+        f"`python -m vitlib evaluate {folder}/checkpoint.pt` scores it again in seconds, and "
+        f"`python -m vitlib train --preset laptop --out runs/laptop` trains it again."
+    )

@@ -55,8 +55,10 @@ def check_same_experiment(path: Path, stored: dict, current: dict) -> None:
             if then != value:
                 differ.append(f"{key} ({then!r} there, {value!r} now)")
     if differ:
-        raise ValueError(f"{path} holds a result of a different experiment: {', '.join(sorted(differ))}. "
-                         f"Fix: write to another output folder, or move {path} away to start afresh.")
+        raise ValueError(
+            f"{path} holds a result of a different experiment: {', '.join(sorted(differ))}. "
+            f"Fix: write to another output folder, or move {path} away to start afresh."
+        )
 
 
 def write_json(path: Path, obj) -> None:
@@ -68,4 +70,3 @@ def write_json(path: Path, obj) -> None:
 def write_npy(path: Path, array: np.ndarray) -> None:
     with atomic_file(path) as f:
         np.save(f, array)
-

@@ -26,8 +26,10 @@ from .results import check_same_experiment, result_settings, write_json
 from .train import TrainingDiverged, build_model, evaluate, fit, resolve_device
 
 METRICS = ["train_loss", "train_error", "val_loss", "val_error"]
-SELECTION_RULE = ("the config with the lowest mean validation misclassification error over the "
-                  "folds; ties go to the one listed first in the grid")
+SELECTION_RULE = (
+    "the config with the lowest mean validation misclassification error over the "
+    "folds; ties go to the one listed first in the grid"
+)
 
 
 @dataclasses.dataclass
@@ -53,8 +55,16 @@ def trial_id(point: dict, fold: int) -> str:
     return "_".join(parts + [f"fold={fold}"]).replace("/", "-")
 
 
-def run_trial(cfg: ExperimentConfig, point: dict, fold: int, train_idx: np.ndarray, val_idx: np.ndarray,
-              images: np.ndarray, labels: np.ndarray, trial_dir: Path | None = None) -> dict:
+def run_trial(
+    cfg: ExperimentConfig,
+    point: dict,
+    fold: int,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    images: np.ndarray,
+    labels: np.ndarray,
+    trial_dir: Path | None = None,
+) -> dict:
     """Train one config on one fold's training part and score it on its validation part; with
     `trial_dir`, write the trial there as soon as it is done (so no finished trial is lost).
 
@@ -70,8 +80,13 @@ def run_trial(cfg: ExperimentConfig, point: dict, fold: int, train_idx: np.ndarr
     try:
         history = fit(model, x_train, y_train, trial_cfg.train, progress=False)
         val = evaluate(model, x_val, y_val)
-        row.update(train_loss=history[-1]["train_loss"], train_error=history[-1]["train_error"],
-                   val_loss=val["loss"], val_error=val["error"], history=history)
+        row.update(
+            train_loss=history[-1]["train_loss"],
+            train_error=history[-1]["train_error"],
+            val_loss=val["loss"],
+            val_error=val["error"],
+            history=history,
+        )
         if not math.isfinite(val["loss"]):
             raise TrainingDiverged(f"validation loss is {val['loss']}")
     except TrainingDiverged as err:  # a diverging config is a result, not a crash
@@ -82,8 +97,9 @@ def run_trial(cfg: ExperimentConfig, point: dict, fold: int, train_idx: np.ndarr
     return row
 
 
-def select(cfg: ExperimentConfig, data: MNIST, out_dir: str | Path | None = None,
-           progress: bool = True, log=print) -> SelectionResult:
+def select(
+    cfg: ExperimentConfig, data: MNIST, out_dir: str | Path | None = None, progress: bool = True, log=print
+) -> SelectionResult:
     """Cross-validate every point of `cfg.selection.grid` on the training images of `data`."""
     sel = cfg.selection
     points = cfg.grid_points() or [{}]
@@ -112,12 +128,22 @@ def select(cfg: ExperimentConfig, data: MNIST, out_dir: str | Path | None = None
         if not local and trial_dir is not None:
             _save_trial(trial_dir, row, cfg, todo[i][0])
 
-    rows += run_jobs(run_trial, jobs, backend=sel.joblib_backend, n_jobs=sel.n_jobs,
-                     device=resolve_device(cfg.train.device), planned=len(points) * len(splits),
-                     dropout=any(cfg.with_overrides(p).model.uses_dropout for p in points),
-                     on_result=keep, describe=_trial_line if progress else None, what="trials", log=log,
-                     finished=lambda: sum((trial_dir / f"{trial_id(p, f)}.json").is_file() for p, f, *_ in todo)
-                     if trial_dir is not None else 0)
+    rows += run_jobs(
+        run_trial,
+        jobs,
+        backend=sel.joblib_backend,
+        n_jobs=sel.n_jobs,
+        device=resolve_device(cfg.train.device),
+        planned=len(points) * len(splits),
+        dropout=any(cfg.with_overrides(p).model.uses_dropout for p in points),
+        on_result=keep,
+        describe=_trial_line if progress else None,
+        what="trials",
+        log=log,
+        finished=lambda: (
+            sum((trial_dir / f"{trial_id(p, f)}.json").is_file() for p, f, *_ in todo) if trial_dir is not None else 0
+        ),
+    )
     result = _result(rows, points, list(sel.grid), reused=len(rows) - len(todo))
     if out_dir is not None:
         _save_selection(Path(out_dir), result, cfg)
@@ -133,8 +159,9 @@ def _result(rows: list[dict], points: list[dict], grid_keys: list[str], reused: 
     summary = summarize(trials, grid_keys)
     ok = summary[summary["failed_folds"] == 0]
     if ok.empty:
-        raise ValueError("every configuration failed (the loss diverged in a fold of each); "
-                         "Fix: lower the learning rate (lr)")
+        raise ValueError(
+            "every configuration failed (the loss diverged in a fold of each); Fix: lower the learning rate (lr)"
+        )
     # Summary rows follow the grid's order, and idxmin keeps the first of equal values.
     best = points[ok["val_error_mean"].idxmin()]
     return SelectionResult(trials, summary, best, grid_keys, reused)
@@ -144,9 +171,17 @@ def _save_selection(out_dir: Path, result: SelectionResult, cfg: ExperimentConfi
     trials = result.trials.drop(columns="history", errors="ignore")
     trials.to_csv(out_dir / "trials.csv", index=False)
     result.summary.to_csv(out_dir / "summary.csv", index=False)
-    write_json(out_dir / "selection.json", {
-        "best": result.best, "rule": SELECTION_RULE, "grid": cfg.selection.grid, "reused": result.reused,
-        "config": cfg.to_dict(), "trials": trials.to_dict("records")})
+    write_json(
+        out_dir / "selection.json",
+        {
+            "best": result.best,
+            "rule": SELECTION_RULE,
+            "grid": cfg.selection.grid,
+            "reused": result.reused,
+            "config": cfg.to_dict(),
+            "trials": trials.to_dict("records"),
+        },
+    )
 
 
 def load_selection(out_dir: str | Path) -> SelectionResult:
@@ -171,12 +206,15 @@ def summarize(trials: pd.DataFrame, grid_keys: list[str]) -> pd.DataFrame:
 
 
 def _trial_line(row: dict) -> str:
-    point = ", ".join(f"{k}={row[k]}" for k in row if k not in
-                      METRICS + ["fold", "status", "error_message", "history", "seconds"])
+    point = ", ".join(
+        f"{k}={row[k]}" for k in row if k not in METRICS + ["fold", "status", "error_message", "history", "seconds"]
+    )
     if row["status"] != "ok":
         return f"{point} fold {row['fold']}: FAILED ({row['error_message']})"
-    return (f"{point} fold {row['fold']}: train error {row['train_error']:.4f}, "
-            f"val error {row['val_error']:.4f} ({row['seconds']:.0f} s)")
+    return (
+        f"{point} fold {row['fold']}: train error {row['train_error']:.4f}, "
+        f"val error {row['val_error']:.4f} ({row['seconds']:.0f} s)"
+    )
 
 
 def _refuse_another_selection(out_dir: Path, cfg: ExperimentConfig) -> None:
@@ -191,8 +229,10 @@ def _refuse_another_selection(out_dir: Path, cfg: ExperimentConfig) -> None:
         except (ValueError, KeyError, TypeError):
             raise ValueError(f"{saved} is not a selection this program wrote. {fix}") from None
         if grid != cfg.selection.grid:
-            raise ValueError(f"{out_dir} holds a model selection over another grid ({json.dumps(grid)} there, "
-                             f"{json.dumps(cfg.selection.grid)} now). {fix}")
+            raise ValueError(
+                f"{out_dir} holds a model selection over another grid ({json.dumps(grid)} there, "
+                f"{json.dumps(cfg.selection.grid)} now). {fix}"
+            )
 
 
 def _load_trial(trial_dir: Path | None, cfg: ExperimentConfig, point: dict, fold: int) -> dict | None:
@@ -205,12 +245,16 @@ def _load_trial(trial_dir: Path | None, cfg: ExperimentConfig, point: dict, fold
         stored = json.loads(path.read_text())
         settings, row = stored["settings"], stored["row"]
     except (ValueError, KeyError, TypeError):  # writes are atomic: this file was not written by select
-        raise ValueError(f"{path} is not a trial this program wrote. Fix: move it away (the trial is then "
-                         f"run again), or give another output folder") from None
+        raise ValueError(
+            f"{path} is not a trial this program wrote. Fix: move it away (the trial is then "
+            f"run again), or give another output folder"
+        ) from None
     check_same_experiment(path, settings, result_settings(cfg.with_overrides(point), "trial"))
     return row
 
 
 def _save_trial(trial_dir: Path, row: dict, cfg: ExperimentConfig, point: dict) -> None:
-    write_json(trial_dir / f"{trial_id(point, row['fold'])}.json",
-               {"settings": result_settings(cfg.with_overrides(point), "trial"), "row": row})
+    write_json(
+        trial_dir / f"{trial_id(point, row['fold'])}.json",
+        {"settings": result_settings(cfg.with_overrides(point), "trial"), "row": row},
+    )

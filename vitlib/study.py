@@ -15,10 +15,10 @@ stage per section. Under `report/<profile>/` (each file has one writer here and 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,9 +36,11 @@ NOTEBOOKS = ["01_model_selection.ipynb", "02_final_evaluation.ipynb", "03_unders
 # A profile of the `laptop` preset is a study of its own (vitlib.laptop), in one notebook.
 LAPTOP_NOTEBOOKS = ["05_laptop.ipynb"]
 # The reproduction and ablation: name -> preset (vitlib.config.PRESETS).
-ABLATION = {"original (head softmax, as in the report)": "original",
-            "original without the head softmax": "seed",
-            "similar size, modern recipe": "modern"}
+ABLATION = {
+    "original (head softmax, as in the report)": "original",
+    "original without the head softmax": "seed",
+    "similar size, modern recipe": "modern",
+}
 NOTEBOOK_NAMES = {"profile", "preset"}  # notebook parameters that are not experiment settings
 # Settings that say how much data and how long, and how a run is executed: these carry over from
 # the profile to the ablation's runs; everything else comes from each run's own preset.
@@ -86,8 +88,13 @@ class Study:
         self.log(f"Model selection: {len(self.config.grid_points())} configs x {self.config.selection.folds} folds")
         start = time.perf_counter()
         result = select(self.config, data, self.out / "selection", progress=True, log=self.log)
-        self._save_timing("selection_seconds", start, result.reused == len(result.trials),
-                          trials=len(result.trials), trials_reused=result.reused)
+        self._save_timing(
+            "selection_seconds",
+            start,
+            result.reused == len(result.trials),
+            trials=len(result.trials),
+            trials_reused=result.reused,
+        )
         return result
 
     def selection(self) -> SelectionResult:
@@ -95,8 +102,10 @@ class Study:
         try:
             return load_selection(self.out / "selection")
         except FileNotFoundError as err:
-            raise FileNotFoundError(f"{err}: run notebooks/{NOTEBOOKS[0]} with profile {self.profile!r} first "
-                                    f"(`make report PROFILE={self.profile}` runs all)") from None
+            raise FileNotFoundError(
+                f"{err}: run notebooks/{NOTEBOOKS[0]} with profile {self.profile!r} first "
+                f"(`make report PROFILE={self.profile}` runs all)"
+            ) from None
 
     def final_config(self) -> ExperimentConfig:
         return self.config.with_overrides(self.selection().best)
@@ -115,8 +124,10 @@ class Study:
         """The final model, from its checkpoint."""
         path = self.out / "final" / "checkpoint.pt"
         if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist: run notebooks/{NOTEBOOKS[1]} with profile "
-                                    f"{self.profile!r} first (`make report PROFILE={self.profile}` runs all).")
+            raise FileNotFoundError(
+                f"{path} does not exist: run notebooks/{NOTEBOOKS[1]} with profile "
+                f"{self.profile!r} first (`make report PROFILE={self.profile}` runs all)."
+            )
         return load_checkpoint(path)[0]
 
     def seed_run_configs(self) -> dict[str, ExperimentConfig]:
@@ -153,8 +164,11 @@ class Study:
     def ablation(self, data: MNIST | None = None) -> dict[str, list[dict]]:
         """{row: [metrics of each seed]}: each ablation row over N_SEEDS seeds, trained or read back."""
         rows = self.ablation_configs()
-        runs = {f"{row} · seed {cfg.train.seed + i}": cfg.with_overrides(seed=cfg.train.seed + i)
-                for row, cfg in rows.items() for i in range(N_SEEDS)}
+        runs = {
+            f"{row} · seed {cfg.train.seed + i}": cfg.with_overrides(seed=cfg.train.seed + i)
+            for row, cfg in rows.items()
+            for i in range(N_SEEDS)
+        }
         if data is not None:
             self.log(f"Reproduction and ablation: {len(rows)} recipes x {N_SEEDS} seeds")
         start, reused = time.perf_counter(), self._all_finished(runs, self.out / "ablation")
@@ -219,9 +233,11 @@ def from_parameters(namespace: dict) -> Study:
     papermill only warns about parameters a notebook does not declare; here any variable that is
     neither a notebook parameter nor an experiment setting stops the notebook at once.
     """
-    params = {k: v for k, v in namespace.items()
-              if not k.startswith("_") and k not in _IPYTHON_NAMES and not callable(v)
-              and type(v).__name__ != "module"}
+    params = {
+        k: v
+        for k, v in namespace.items()
+        if not k.startswith("_") and k not in _IPYTHON_NAMES and not callable(v) and type(v).__name__ != "module"
+    }
     reject_unknown(params, NOTEBOOK_NAMES | set(FIELD_SECTION), "notebook parameter")
     profile, cell_preset = params.pop("profile", "seed"), params.pop("preset", "seed")
     if not isinstance(profile, str) or not profile.replace("-", "").replace("_", "").isalnum():
@@ -247,8 +263,11 @@ def from_parameters(namespace: dict) -> Study:
         if changed:
             digest = hashlib.sha1(json.dumps(ours, sort_keys=True).encode()).hexdigest()[:8]
             folder = f"{profile}-{digest}"
-            print(f"These settings differ from {where} ({', '.join(changed)}), so they give other numbers: "
-                  f"results go to report/{folder}/, and report/{profile}/ is left as it is.", flush=True)
+            print(
+                f"These settings differ from {where} ({', '.join(changed)}), so they give other numbers: "
+                f"results go to report/{folder}/, and report/{profile}/ is left as it is.",
+                flush=True,
+            )
     return Study(profile, preset, config, folder, sources)
 
 

@@ -12,12 +12,20 @@ import pandas as pd
 class Table:
     """A DataFrame shown as text cells formatted once, with a caption."""
 
-    def __init__(self, df: pd.DataFrame, caption: str = "", formats: dict | None = None, digits: int = 4,
-                 widths: dict | None = None):
+    def __init__(
+        self,
+        df: pd.DataFrame,
+        caption: str = "",
+        formats: dict | None = None,
+        digits: int = 4,
+        widths: dict | None = None,
+    ):
         self.df, self.caption = df, caption
         # LaTeX column widths for long text ({column: "3cm"}); other columns size themselves.
-        self.columns = "".join(rf">{{\raggedright\arraybackslash}}p{{{(widths or {})[c]}}}" if c in (widths or {})
-                               else "l" for c in df.columns)  # ragged right: justified narrow cells gape
+        self.columns = "".join(
+            rf">{{\raggedright\arraybackslash}}p{{{(widths or {})[c]}}}" if c in (widths or {}) else "l"
+            for c in df.columns
+        )  # ragged right: justified narrow cells gape
         formats = formats or {}
         self.text = pd.DataFrame({c: [format_value(v, formats.get(c), digits) for v in df[c]] for c in df.columns})
 
@@ -31,16 +39,28 @@ class Table:
 
         columns = self.columns
         caption = rf"\textbf{{{latex_escape(self.caption)}}}" if self.caption else ""
-        body = [r"\toprule", row(self.text.columns), r"\midrule",
-                *(row(r) for r in self.text.itertuples(index=False)), r"\bottomrule"]
+        body = [
+            r"\toprule",
+            row(self.text.columns),
+            r"\midrule",
+            *(row(r) for r in self.text.itertuples(index=False)),
+            r"\bottomrule",
+        ]
         if len(self.text) > 60:  # too long for one page: let it break across pages
             head = [rf"\begin{{longtable}}{{{columns}}}"] + ([caption + r" \\\\"] if caption else [])
             return "\n".join([r"{\small"] + head + body + [r"\end{longtable}}"])
         # short tables stay in one piece, caption included
-        return "\n".join([r"\begin{center}\begin{minipage}{\linewidth}\centering", caption + r"\\[4pt]",
-                          r"{\small\setlength{\tabcolsep}{4pt}", rf"\begin{{tabular}}{{{columns}}}", *body,
-                          r"\end{tabular}}",
-                          r"\end{minipage}\end{center}"])
+        return "\n".join(
+            [
+                r"\begin{center}\begin{minipage}{\linewidth}\centering",
+                caption + r"\\[4pt]",
+                r"{\small\setlength{\tabcolsep}{4pt}",
+                rf"\begin{{tabular}}{{{columns}}}",
+                *body,
+                r"\end{tabular}}",
+                r"\end{minipage}\end{center}",
+            ]
+        )
 
     def __repr__(self) -> str:
         return (self.caption + "\n" if self.caption else "") + self.text.to_string(index=False)
@@ -59,7 +79,20 @@ def format_value(value, fmt: str | None, digits: int) -> str:
 def latex_escape(text: str) -> str:
     out = []
     for ch in text:
-        out.append({"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                    "±": r"$\pm$", "→": r"$\rightarrow$"}.get(ch, ch))
+        out.append(
+            {
+                "\\": r"\textbackslash{}",
+                "&": r"\&",
+                "%": r"\%",
+                "$": r"\$",
+                "#": r"\#",
+                "_": r"\_",
+                "{": r"\{",
+                "}": r"\}",
+                "~": r"\textasciitilde{}",
+                "^": r"\textasciicircum{}",
+                "±": r"$\pm$",
+                "→": r"$\rightarrow$",
+            }.get(ch, ch)
+        )
     return "".join(out)

@@ -13,17 +13,17 @@ import math
 import pickle
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .data import to_float
 from .checks import check_choice, check_fields
+from .data import to_float
 from .files import atomic_file, readable_file
 from .model import ViT, ViTConfig
 from .parallel import keep_forks_usable
@@ -71,8 +71,9 @@ class TrainConfig:
             try:
                 torch.device(self.device)
             except RuntimeError as err:
-                raise ValueError(f"device={self.device!r} is not a torch device; use 'auto', "
-                                 f"'cpu', 'cuda', 'cuda:0' or 'mps'") from err
+                raise ValueError(
+                    f"device={self.device!r} is not a torch device; use 'auto', 'cpu', 'cuda', 'cuda:0' or 'mps'"
+                ) from err
 
 
 class TrainingDiverged(RuntimeError):
@@ -108,8 +109,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
         # No decay on biases, norms, tokens and position tables, as in timm.
         decay = [p for p in model.parameters() if p.ndim >= 2 and p.requires_grad]
         no_decay = [p for p in model.parameters() if p.ndim < 2 and p.requires_grad]
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=cfg.lr, **fused)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
@@ -126,8 +126,9 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
     return 1.0
 
 
-def random_affine(x: torch.Tensor, degrees: float, translate: float, scale: float,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+def random_affine(
+    x: torch.Tensor, degrees: float, translate: float, scale: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Each image of the batch rotated, shifted and zoomed at random, in one `grid_sample` on the
     images' own device (no per-sample Python). `translate` is a fraction of the image side."""
     b = x.shape[0]
@@ -145,8 +146,7 @@ def random_affine(x: torch.Tensor, degrees: float, translate: float, scale: floa
 
 
 @torch.no_grad()
-def evaluate(model: ViT, images: torch.Tensor, labels: torch.Tensor,
-             batch_size: int = EVAL_BATCH) -> dict:
+def evaluate(model: ViT, images: torch.Tensor, labels: torch.Tensor, batch_size: int = EVAL_BATCH) -> dict:
     """Mean cross-entropy ("proxy loss") and misclassification error of `model` on uint8 images.
 
     Like the original, the loss is CrossEntropyLoss applied to what the model outputs, so with
@@ -158,8 +158,8 @@ def evaluate(model: ViT, images: torch.Tensor, labels: torch.Tensor,
     loss_sum = torch.zeros((), device=device)
     wrong = torch.zeros((), device=device, dtype=torch.long)
     for start in range(0, len(images), batch_size):
-        x = to_float(images[start:start + batch_size].to(device))
-        y = labels[start:start + batch_size].to(device)
+        x = to_float(images[start : start + batch_size].to(device))
+        y = labels[start : start + batch_size].to(device)
         out = model(x)
         loss_sum += F.cross_entropy(out, y, reduction="sum")
         wrong += (out.argmax(dim=1) != y).sum()
@@ -175,7 +175,7 @@ def predict(model: ViT, images: torch.Tensor, batch_size: int = EVAL_BATCH) -> t
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].to(device)
+        x = images[start : start + batch_size].to(device)
         x = to_float(x) if x.dtype == torch.uint8 else x.float()
         out.append(model.predict_proba(x).cpu())
     return torch.cat(out)
@@ -196,8 +196,7 @@ def forget_other_compiled_models(model: nn.Module) -> None:
     if threading.current_thread() is not threading.main_thread():
         # Trials in threads may be running compiled graphs right now: keep them all instead.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
-        torch._dynamo.config.accumulated_recompile_limit = max(
-            torch._dynamo.config.accumulated_recompile_limit, 4096)
+        torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit, 4096)
         return
     shape = (type(model).__name__,) + tuple((name, tuple(p.shape)) for name, p in model.named_parameters())
     if shape != _compiled_shape:
@@ -205,9 +204,16 @@ def forget_other_compiled_models(model: nn.Module) -> None:
         _compiled_shape = shape
 
 
-def fit(model: ViT, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
-        eval_set: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = True,
-        desc: str = "train", on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+def fit(
+    model: ViT,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: TrainConfig,
+    eval_set: tuple[torch.Tensor, torch.Tensor] | None = None,
+    progress: bool = True,
+    desc: str = "train",
+    on_epoch: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """Train `model` in place on uint8 `images` and int64 `labels`; return the per-epoch history.
 
     Each history row: epoch, train_loss and train_error (running, over the epoch's batches, as
@@ -231,8 +237,13 @@ def fit(model: ViT, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
     augment = bool(cfg.aug_degrees or cfg.aug_translate or cfg.aug_scale)
     aug_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(
-        cfg.ema_decay)) if cfg.ema_decay else None)
+    ema = (
+        torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay)
+        )
+        if cfg.ema_decay
+        else None
+    )
     order_rng = torch.Generator().manual_seed(cfg.seed)
     with _INIT_LOCK:
         torch.manual_seed(cfg.seed)  # dropout and stochastic depth
@@ -267,8 +278,9 @@ def fit(model: ViT, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig
         row = {"epoch": epoch, "train_loss": loss_sum.item() / n, "train_error": wrong.item() / n}
         if not math.isfinite(row["train_loss"]):
             bar.close()
-            raise TrainingDiverged(f"loss became {row['train_loss']} in epoch {epoch} "
-                                   f"(lr={cfg.lr}); try a smaller learning rate")
+            raise TrainingDiverged(
+                f"loss became {row['train_loss']} in epoch {epoch} (lr={cfg.lr}); try a smaller learning rate"
+            )
         if eval_set is not None:
             ev = evaluate(ema.module if ema is not None else model, *eval_set)
             row.update(eval_loss=ev["loss"], eval_error=ev["error"])
@@ -284,23 +296,31 @@ def fit(model: ViT, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig
 
 
 CHECKPOINT_FORMAT = 1  # raise when the layout below changes in a way older readers cannot follow
-_NOT_A_CHECKPOINT = ("{path} is not a readable vitlib checkpoint (truncated, another kind of file, or changed "
-                     "since it was written): {reason}. Fix: give the checkpoint.pt that `python -m vitlib train "
-                     "--out DIR` wrote, or train a new one")
+_NOT_A_CHECKPOINT = (
+    "{path} is not a readable vitlib checkpoint (truncated, another kind of file, or changed "
+    "since it was written): {reason}. Fix: give the checkpoint.pt that `python -m vitlib train "
+    "--out DIR` wrote, or train a new one"
+)
 _TRAIN_ONE = "train one with `python -m vitlib train --out DIR` (it writes DIR/checkpoint.pt)"
 
 
-def save_checkpoint(path: str | Path, model: ViT, config: dict, history: list[dict],
-                    metrics: dict | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path, model: ViT, config: dict, history: list[dict], metrics: dict | None = None
+) -> Path:
     """Weights, the config that made them, the history and metrics, in one file (atomically),
     marked with the checkpoint format and the vitlib version that wrote it."""
     from . import __version__
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": CHECKPOINT_FORMAT, "vitlib_version": __version__,
-               "model": {k: v.cpu() for k, v in model.state_dict().items()}, "config": config,
-               "history": history, "metrics": metrics or {}}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "vitlib_version": __version__,
+        "model": {k: v.cpu() for k, v in model.state_dict().items()},
+        "config": config,
+        "history": history,
+        "metrics": metrics or {},
+    }
     with atomic_file(path) as f:
         torch.save(payload, f)
     return path
@@ -320,33 +340,48 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 -- whatever a damaged file makes the unpickler raise
-        reason = ("it holds something other than tensors and plain data" if isinstance(err, pickle.UnpicklingError)
-                  else "PyTorch cannot read it as a saved file")  # torch's own reason ('101') says nothing
+        reason = (
+            "it holds something other than tensors and plain data"
+            if isinstance(err, pickle.UnpicklingError)
+            else "PyTorch cannot read it as a saved file"
+        )  # torch's own reason ('101') says nothing
         raise ValueError(_NOT_A_CHECKPOINT.format(path=path, reason=reason)) from None
-    if not (isinstance(payload, dict) and isinstance(payload.get("model"), dict)
-            and isinstance(payload.get("config"), dict) and isinstance(payload["config"].get("model"), dict)):
+    if not (
+        isinstance(payload, dict)
+        and isinstance(payload.get("model"), dict)
+        and isinstance(payload.get("config"), dict)
+        and isinstance(payload["config"].get("model"), dict)
+    ):
         raise ValueError(_NOT_A_CHECKPOINT.format(path=path, reason="it has no model weights and config"))
     written_by = f"vitlib {payload.get('vitlib_version', 'before 0.1')}"
     if not isinstance(payload.get("format", 0), int) or payload.get("format", 0) > CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is in checkpoint format {payload.get('format')!r}, written by {written_by}; this "
-                         f"vitlib ({__version__}) reads formats up to {CHECKPOINT_FORMAT}. Fix: update vitlib "
-                         f"(git pull && make setup), or retrain with this version")
+        raise ValueError(
+            f"{path} is in checkpoint format {payload.get('format')!r}, written by {written_by}; this "
+            f"vitlib ({__version__}) reads formats up to {CHECKPOINT_FORMAT}. Fix: update vitlib "
+            f"(git pull && make setup), or retrain with this version"
+        )
     settings = payload["config"]["model"]
     known = {f.name for f in dataclasses.fields(ViTConfig)}
     if set(settings) - known:
-        raise ValueError(f"{path} describes a model with settings this vitlib ({__version__}) does not know: "
-                         f"{', '.join(sorted(set(settings) - known))} (written by {written_by}). Fix: update "
-                         f"vitlib (git pull && make setup), or retrain with this version")
+        raise ValueError(
+            f"{path} describes a model with settings this vitlib ({__version__}) does not know: "
+            f"{', '.join(sorted(set(settings) - known))} (written by {written_by}). Fix: update "
+            f"vitlib (git pull && make setup), or retrain with this version"
+        )
     try:
         model = ViT(ViTConfig(**settings))
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{path} holds an invalid model config ({err}). Fix: give a checkpoint written by "
-                         f"`python -m vitlib train`, or train a new one") from None
+        raise ValueError(
+            f"{path} holds an invalid model config ({err}). Fix: give a checkpoint written by "
+            f"`python -m vitlib train`, or train a new one"
+        ) from None
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as err:
         detail = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err)[:200])
-        raise ValueError(f"{path}: its weights do not fit the model its config describes ({detail}); the file "
-                         f"was changed or mixes two models. Fix: use the checkpoint.pt exactly as `train` wrote "
-                         f"it, or train a new one") from None
+        raise ValueError(
+            f"{path}: its weights do not fit the model its config describes ({detail}); the file "
+            f"was changed or mixes two models. Fix: use the checkpoint.pt exactly as `train` wrote "
+            f"it, or train a new one"
+        ) from None
     return model.to(resolve_device(str(device))).eval(), payload
