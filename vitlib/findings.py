@@ -28,6 +28,24 @@ from .stats import mcnemar, mean_std, t_interval, wilson_interval
 COURSE_REPORT_ACCURACY = 0.73  # the one constant: what the course report claimed for its final model
 # Libraries whose version can change a number or a figure.
 LIBRARIES = ("torch", "numpy", "scipy", "scikit-learn", "pandas", "matplotlib", "joblib")
+# ... and the ones that only change how the figures and pages look.
+RENDERING = ("pillow", "nbconvert")
+
+
+def environment() -> dict:
+    """The packages that draw and render the report, and whether this is the locked environment."""
+    from .lockfile import LOCK, differences, locked_versions
+
+    info = {lib: version(lib) for lib in RENDERING}
+    if LOCK.is_file():
+        differ = differences(LOCK)
+        info["lock"] = (
+            f"all {len(locked_versions(LOCK))} packages as in requirements/lock.txt"
+            if not differ
+            else f"{len(differ)} package(s) differ from requirements/lock.txt: "
+            + ", ".join(f"{k} {have or 'missing'}" for k, (_, have) in sorted(differ.items())[:5])
+        )
+    return info
 
 
 def machine() -> dict:
@@ -166,6 +184,7 @@ def gather(study) -> dict:
             "commit": _commit(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": machine(),
+            "environment": environment(),
             "wall_seconds": {k: round(v, 1) for k, v in timing.items() if k.endswith("_seconds")},
         },
     }

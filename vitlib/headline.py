@@ -199,6 +199,10 @@ def environment_table(results: dict, number: int) -> Table:
         ("Python", m["python"]),
     ]
     rows += [(lib, m[lib]) for lib in m if lib not in ("cpu", "cpu_flags", "cores", "arch", "python")]
+    env = built.get("environment", {})
+    rows += [(lib, value) for lib, value in env.items() if lib != "lock"]
+    if "lock" in env:
+        rows.append(("environment", env["lock"]))
     names = {
         "selection_seconds": "model selection",
         "final_seconds": "final model",
@@ -235,7 +239,48 @@ def readme_blocks(results_by_profile: dict[str, dict]) -> dict[str, str]:
         blocks["headline:seed"] = "\n".join(lines)
     if "full" in results_by_profile:
         blocks["grid:full"] = grid_sentences(results_by_profile["full"])
+    if "laptop" in results_by_profile:
+        blocks["headline:laptop"] = laptop_lines(results_by_profile["laptop"])
     return blocks
+
+
+def laptop_lines(results: dict) -> str:
+    """The laptop model in the README: its result and time, the candidates and what each ingredient bought."""
+    n, built = results["numbers"], results["built"]
+    run = built["final_run"]
+    chosen = n["laptop.chosen"]["value"]
+    lines = [
+        "| | |",
+        "|---|---|",
+        f"| test accuracy (tested once; EMA weights of the last epoch) | **{n['final.test_accuracy']['value']:.2%}** "
+        f"(95% interval {n['final.test_accuracy.ci_low']['value']:.2%} – {n['final.test_accuracy.ci_high']['value']:.2%}) |",
+        f"| recipe, chosen on 5,000 held-out training images | {chosen} |",
+        f"| parameters | {n['final.parameters']['value']:,} |",
+        f"| training time, all {n['final.n_train']['value']:,} images | {built['wall_seconds']['final_train_seconds'] / 60:.1f} "
+        f"min on {run['device_name']} ({run['cpu_threads']} threads) |",
+    ]
+    candidates = {
+        k[len("candidate.val_error[") : -1]: v["value"] for k, v in n.items() if k.startswith("candidate.val_error[")
+    }
+    lines += ["", "| candidate (validation split) | validation error |", "|---|---|"]
+    lines += [
+        f"| {'**' + name + '** (chosen)' if name == chosen else name} | {err:.2%} |" for name, err in candidates.items()
+    ]
+    rows = {
+        k[len("ingredient.val_error[") : -1]: v["value"] for k, v in n.items() if k.startswith("ingredient.val_error[")
+    }
+    if rows:
+        base = rows.get("all ingredients")
+        lines += [
+            "",
+            "| the chosen recipe, shorter schedule (validation split) | validation error | change |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {err:.2%} | {'' if name == 'all ingredients' else f'{(err - base) * 100:+.2f} points'} |"
+            for name, err in rows.items()
+        ]
+    return "\n".join(lines)
 
 
 def grid_sentences(results: dict) -> str:

@@ -170,7 +170,7 @@ def from_parameters(namespace: dict) -> LaptopStudy:
 
 def gather(laptop: LaptopStudy) -> dict:
     """Every number the laptop report states, for results.json (as `findings.gather` for the others)."""
-    from .findings import _commit, _number, machine
+    from .findings import _commit, _number, environment, machine
 
     candidates = laptop.candidates()
     chosen = laptop.chosen(candidates)
@@ -204,6 +204,7 @@ def gather(laptop: LaptopStudy) -> dict:
             "commit": _commit(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": machine(),
+            "environment": environment(),
             "final_run": final["run"],
             "wall_seconds": wall,
         },
