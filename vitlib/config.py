@@ -180,14 +180,15 @@ PRESETS: dict[str, dict] = {
         "grid": {"depth": [6, 8]},
     },
     # The strongest ViT that 2 CPU cores train in an hour (issue 12, vitlib/laptop.py): the strong
-    # recipe at ~206k parameters, fp32, compiled. Its size and epochs are the candidate of
-    # laptop.CANDIDATES that the validation split chose (a test checks it), never the test set.
+    # recipe at ~805k parameters (7x7 patches: 16 tokens), fp32, compiled. Its size and epochs are
+    # the candidate of laptop.CANDIDATES that the validation split chose (a test checks it): 99.54%
+    # on 5,000 held-out training images against 99.40% for 4x4 patches at width 64.
     "laptop": {
-        "patch_size": 4,
-        "embed_dim": 64,
+        "patch_size": 7,
+        "embed_dim": 128,
         "num_heads": 4,
         "depth": 6,
-        "mlp_hidden_dim": 128,
+        "mlp_hidden_dim": 256,
         "normalize_input": True,
         "drop_path_rate": 0.05,
         "optimizer": "adamw",
@@ -196,7 +197,7 @@ PRESETS: dict[str, dict] = {
         "lr_schedule": "cosine",
         "warmup_epochs": 3.0,
         "label_smoothing": 0.1,
-        "epochs": 50,
+        "epochs": 70,
         "batch_size": 128,
         "aug_degrees": 10.0,
         "aug_translate": 0.1,
