@@ -13,6 +13,7 @@ from conftest import DATA_ROOT
 
 from vitlib import laptop
 from vitlib.config import PRESETS, build_config
+from vitlib.experiment import run_folder
 from vitlib.study import Study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,15 +50,20 @@ def test_the_committed_checkpoint_is_the_laptop_preset():
 
 
 def test_the_laptop_preset_is_the_candidate_the_validation_split_chose():
-    results = json.loads(RESULTS.read_text())
-    chosen = results["numbers"]["laptop.chosen"]["value"]
-    errors = {
-        k[len("candidate.val_error[") : -1]: v["value"]
-        for k, v in results["numbers"].items()
-        if k.startswith("candidate.val_error[")
-    }
-    assert chosen == min(errors, key=errors.get) and set(errors) == set(laptop.CANDIDATES)
+    """The committed validation runs (report/laptop/candidates/) chose the preset's size and epochs."""
+    folders = {name: run_folder(ROOT / "report" / "laptop" / "candidates", name) for name in laptop.CANDIDATES}
+    errors = {name: json.loads((f / "metrics.json").read_text())["test_error"] for name, f in folders.items()}
+    for name, folder in folders.items():
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["scored_on"] == "validation" and (metrics["n_train"], metrics["n_test"]) == (55_000, 5_000)
+        config = json.loads((folder / "config.json").read_text())
+        assert {
+            k: config["model"].get(k, config["train"].get(k)) for k in laptop.CANDIDATES[name]
+        } == laptop.CANDIDATES[name]
+    chosen = min(errors, key=errors.get)
     assert {k: PRESETS["laptop"][k] for k in laptop.CANDIDATES[chosen]} == laptop.CANDIDATES[chosen]
+    if RESULTS.is_file():  # the report says the same
+        assert json.loads(RESULTS.read_text())["numbers"]["laptop.chosen"]["value"] == chosen
 
 
 def _fake(error: float) -> dict:
@@ -124,6 +130,4 @@ def test_the_laptop_notebook_runs_end_to_end_on_a_slice(tmp_path):
 
 
 def _folder(name: str) -> str:
-    from vitlib.experiment import run_folder
-
     return run_folder(".", name).name
