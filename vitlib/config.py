@@ -183,8 +183,9 @@ PRESETS: dict[str, dict] = {
     # recipe at ~805k parameters (7x7 patches: 16 tokens), fp32, compiled. Its size is the candidate
     # of laptop.CANDIDATES that the validation split chose (a test checks it): 99.54% on 5,000
     # held-out training images against 99.40% for 4x4 patches at width 64, at equal training time.
-    # Its epochs are what fits the hour: on all 60,000 images an epoch took 56.5 s (test pass
-    # included) on the 2-core machine that trained it, so 70 would take 66 min; 56 take about 54.
+    # Its epochs were cut to 56 to fit the hour after the first epochs on all 60,000 images took
+    # 52-56 s; those epochs shared the cores with other work: alone, an epoch takes ~46 s (the 56
+    # took 44.4 min), so the candidate's 70 would fit too (~54 min). To be settled on validation.
     "laptop": {
         "patch_size": 7,
         "embed_dim": 128,
