@@ -99,6 +99,13 @@ class LaptopStudy:
         name = self.chosen(candidates)
         ours = self.config.flat()
         differ = {k: (ours[k], CANDIDATES[name][k]) for k in ARCHITECTURE if ours[k] != CANDIDATES[name][k]}
+        if differ and self.study.folder not in ("", self.study.profile):
+            # A study of other numbers (a slice, fewer epochs) may rank the candidates otherwise; its
+            # final model stays the preset's. Only the profile's own study must agree with it.
+            self.study.log(
+                f"The validation split of these settings chose {name!r}; the final model keeps the preset's size"
+            )
+            return
         if differ:
             said = ", ".join(f"{k} {a!r} instead of {b!r}" for k, (a, b) in differ.items())
             raise ValueError(
