@@ -176,17 +176,18 @@ def gather(study) -> dict:
         )
         for k, m in enumerate(per_seed):
             numbers[f"ablation.{preset}.seed{k}"] = _number(m["test_accuracy"], std, label=f"{row}: seed run {k}")
-    timing = study.timing()
+    return {"profile": study.profile, "numbers": numbers, "built": built(study.timing())}
+
+
+def built(timing: dict, **extra) -> dict:
+    """How and where a results file was made: commit, date, machine, environment, stage wall times."""
     return {
-        "profile": study.profile,
-        "numbers": numbers,
-        "built": {
-            "commit": _commit(),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": machine(),
-            "environment": environment(),
-            "wall_seconds": {k: round(v, 1) for k, v in timing.items() if k.endswith("_seconds")},
-        },
+        "commit": _commit(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "environment": environment(),
+        **extra,
+        "wall_seconds": {k: round(v, 1) for k, v in timing.items() if k.endswith("_seconds")},
     }
 
 

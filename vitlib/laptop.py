@@ -176,7 +176,7 @@ def from_parameters(namespace: dict) -> LaptopStudy:
 
 def gather(laptop: LaptopStudy) -> dict:
     """Every number the laptop report states, for results.json (as `findings.gather` for the others)."""
-    from .findings import _commit, _number, environment, machine
+    from .findings import _number, built
 
     candidates = laptop.candidates()
     chosen = laptop.chosen(candidates)
@@ -201,17 +201,5 @@ def gather(laptop: LaptopStudy) -> dict:
             "final.n_test": _number(n, kind="count", label="test images"),
         }
     )
-    wall = {k: round(v, 1) for k, v in laptop.study.timing().items() if k.endswith("_seconds")}
-    wall["final_train_seconds"] = round(final["train_seconds"], 1)
-    return {
-        "profile": laptop.study.profile,
-        "numbers": numbers,
-        "built": {
-            "commit": _commit(),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": machine(),
-            "environment": environment(),
-            "final_run": final["run"],
-            "wall_seconds": wall,
-        },
-    }
+    timing = {**laptop.study.timing(), "final_train_seconds": final["train_seconds"]}
+    return {"profile": laptop.study.profile, "numbers": numbers, "built": built(timing, final_run=final["run"])}
