@@ -30,8 +30,10 @@ def run_info(device: torch.device | str | None = None) -> dict:
     """Where and with what a result was produced."""
     from importlib.metadata import version  # without importing torchvision (~170 MB) for its version
 
+    from .findings import cpu_model
+
     device = torch.device(device or resolve_device("auto"))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],

@@ -48,10 +48,19 @@ def environment() -> dict:
     return info
 
 
+def cpu_model() -> str:
+    """The processor's model name ("Intel(R) Xeon(R) ..."), where the system says it; else its architecture."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def machine() -> dict:
     """What a rebuild must share with the committed build to give bit-identical numbers."""
     info = {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "cpu_flags": "",
         "cores": os.cpu_count(),
         "arch": platform.machine(),
@@ -61,7 +70,6 @@ def machine() -> dict:
     try:
         with open("/proc/cpuinfo") as f:
             lines = f.read().splitlines()
-        info["cpu"] = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
         flags = next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags"))
         info["cpu_flags"] = hashlib.sha1(" ".join(sorted(flags)).encode()).hexdigest()[:12]
     except (OSError, StopIteration):
