@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -65,3 +67,16 @@ def test_a_write_stopped_halfway_leaves_the_previous_file_whole(tmp_path):
             f.write(b'{"a": 2, "b"')
             raise KeyboardInterrupt
     assert json.loads(path.read_text()) == {"a": 1} and list(tmp_path.iterdir()) == [path]
+
+
+def test_written_results_get_the_mode_of_any_new_file(tmp_path):
+    # A results file others read (a shared folder, a web server for the report) must not be private
+    # to its writer: it gets what `open` gives under the same umask.
+    old = os.umask(0o022)  # a usual umask, under which a private file would differ (0600 vs 0644)
+    try:
+        reference = tmp_path / "plain.txt"
+        reference.write_text("x")
+        write_json(tmp_path / "result.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "result.json").stat().st_mode) == stat.S_IMODE(reference.stat().st_mode) == 0o644

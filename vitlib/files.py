@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -52,9 +53,10 @@ def atomic_file(path: Path):
     """A binary file to write that appears at `path` only once complete. The temporary file has a
     name of its own (name.XXXX.part), so two writers of one result cannot cut each other short."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
+    # Not mkstemp: its files are private (0600); a result gets the mode any new file gets here (umask).
+    tmp = path.parent / f"{path.name}.{secrets.token_hex(8)}.part"
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             yield f
         os.replace(tmp, path)
     except BaseException:

@@ -84,7 +84,8 @@ def _commit() -> str:
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", "vitlib", "notebooks", "params"],
+            # ":/" = from the repository's top (the command runs in vitlib/)
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/vitlib", ":/notebooks", ":/params"],
             capture_output=True,
             text=True,
             cwd=here,

@@ -146,9 +146,13 @@ def rebuild_note(profile: str, tables: str = "Tables 8 and 9") -> Markdown:
     )
 
 
-def settings_table(study, number: int) -> Table:
+SELECTION_SETTINGS = ("folds", "shuffle_folds", "grid")
+
+
+def settings_table(study, number: int, selection: bool = True) -> Table:
     """What was run: the profile, its preset, the main settings and every one that differs from the
-    preset, each with where its value came from (the preset, the profile file or the notebook)."""
+    preset, each with where its value came from (the preset, the profile file or the notebook).
+    `selection=False` for a study without k-fold model selection (the laptop study)."""
     preset_cfg = build_config(study.preset)
     ours, base = study.config.flat(), preset_cfg.flat()
     sources = getattr(study, "sources", {})
@@ -172,14 +176,22 @@ def settings_table(study, number: int) -> Table:
         "train_limit",
         "test_limit",
     ]
+    if not selection:
+        shown = [k for k in shown if k not in SELECTION_SETTINGS]
     for key in shown + [
         k for k in ours if k not in shown and (ours[k] != base[k] or k in sources) and k != "data_root"
     ]:
         rows.append((key, _short(ours[key]), sources.get(key, f"preset {study.preset}")))
+    caption = (
+        "Settings of this run: the base configuration, from which model selection varies the settings of its "
+        "grid (the final model takes the chosen values, Section 3)"
+        if selection
+        else "Settings of this run: the final model's recipe (the candidates and the ingredient runs differ "
+        "from it as Tables 2 and 3 say)"
+    )
     return Table(
         pd.DataFrame(rows, columns=["setting", "value", "from"]),
-        f"Table {number}. Settings of this run: the base configuration, from which model selection varies "
-        f"the settings of its grid (the final model takes the chosen values, Section 3)",
+        f"Table {number}. {caption}",
         widths={"value": "7.5cm"},
     )
 
@@ -258,6 +270,12 @@ def laptop_lines(results: dict) -> str:
         f"| parameters | {n['final.parameters']['value']:,} |",
         f"| training time, all {n['final.n_train']['value']:,} images | {built['wall_seconds']['final_train_seconds'] / 60:.1f} "
         f"min on {run['device_name']} ({run['cpu_threads']} threads) |",
+    ]
+    lines += [
+        f"| withdrawn: an earlier final model, {k[len('withdrawn.test_accuracy[') : -1].replace('-', ' ')} "
+        f"(disclosed in the report with why) | {v['value']:.2%} |"
+        for k, v in n.items()
+        if k.startswith("withdrawn.test_accuracy[")
     ]
     candidates = {
         k[len("candidate.val_error[") : -1]: v["value"] for k, v in n.items() if k.startswith("candidate.val_error[")

@@ -10,6 +10,9 @@ and one reader), beside build.log, timing.json and results.json as for every pro
                          validation error wins, and PRESETS["laptop"] must be the winner
     ingredients/<name>/  ingredients(): the winner without one ingredient each (INGREDIENTS), on
                          the same split, over a shorter schedule
+    withdrawn/<name>/    withdrawn(): final models that were tested and then replaced (committed by
+                         hand from checkpoints/laptop, without the weights, with why.md saying why);
+                         the report discloses them
 
 The final model is committed in checkpoints/laptop/: `python -m vitlib train --preset laptop
 --out checkpoints/laptop` writes it, and final() trains it there or reads it back. (A study of
@@ -35,8 +38,8 @@ from .train import load_checkpoint
 # The recipes compared on the validation split: two sizes at about the same training time (a 7x7-
 # patch model has 16 tokens to a 4x4 one's 49, and trains ~1.4x more images per second at twice the
 # width). Each names every setting it differs in, so that whichever wins, the others keep their
-# meaning. The winner's size (ARCHITECTURE) becomes the laptop preset; its epochs are then set to
-# what fits the hour on all 60,000 images, measured (see PRESETS['laptop']).
+# meaning. The winner's size and schedule (CHOSEN_SETTINGS) are the laptop preset's: both
+# candidates were sized to fit the hour on all 60,000 images (measured: see PRESETS['laptop']).
 CANDIDATES = {
     "4×4 patches, width 64, 50 epochs": dict(
         patch_size=4, embed_dim=64, num_heads=4, depth=6, mlp_hidden_dim=128, epochs=50
@@ -57,6 +60,7 @@ INGREDIENTS = {
     ),
 }
 ARCHITECTURE = ("patch_size", "embed_dim", "num_heads", "depth", "mlp_hidden_dim")
+CHOSEN_SETTINGS = (*ARCHITECTURE, "epochs")  # what the preset must share with the chosen candidate
 INGREDIENT_EPOCHS = 15  # of the winner's schedule: the ablation costs 6 short runs, not 6 hours
 VALIDATION_FRACTION = 12  # hold out 1/12 of the training images: 5,000 of 60,000
 
@@ -94,23 +98,23 @@ class LaptopStudy:
         return min(candidates, key=lambda name: candidates[name]["test_error"])
 
     def check_preset_is_chosen(self, candidates: dict[str, dict]) -> None:
-        """The final model must have the size the validation split chose: refuse to go on otherwise.
-        (Its epochs are the preset's: what fits the hour on all 60,000 images.)"""
+        """The final model must have the size and schedule the validation split chose: refuse to go on
+        otherwise."""
         name = self.chosen(candidates)
         ours = self.config.flat()
-        differ = {k: (ours[k], CANDIDATES[name][k]) for k in ARCHITECTURE if ours[k] != CANDIDATES[name][k]}
+        differ = {k: (ours[k], CANDIDATES[name][k]) for k in CHOSEN_SETTINGS if ours[k] != CANDIDATES[name][k]}
         if differ and self.study.folder not in ("", self.study.profile):
             # A study of other numbers (a slice, fewer epochs) may rank the candidates otherwise; its
             # final model stays the preset's. Only the profile's own study must agree with it.
             self.study.log(
-                f"The validation split of these settings chose {name!r}; the final model keeps the preset's size"
+                f"The validation split of these settings chose {name!r}; the final model keeps the preset's settings"
             )
             return
         if differ:
             said = ", ".join(f"{k} {a!r} instead of {b!r}" for k, (a, b) in differ.items())
             raise ValueError(
                 f"the validation split chose {name!r}, but this study's final recipe has {said}. Fix: "
-                f"give PRESETS['laptop'] in vitlib/config.py that candidate's size"
+                f"give PRESETS['laptop'] in vitlib/config.py that candidate's settings"
             )
 
     def ingredient_configs(self, data: MNIST, candidates: dict[str, dict]) -> dict[str, ExperimentConfig]:
@@ -146,6 +150,17 @@ class LaptopStudy:
         train_and_test(self.config, data, folder, progress=False, log=self.study.log)
         self.study._save_timing("final_seconds", start)
         return load_run(folder)
+
+    def withdrawn(self) -> dict[str, dict]:
+        """{folder: metrics, with 'why'} of the final models of this recipe that were tested and then
+        replaced: each test number that was seen is disclosed, not only the one that stands. They are
+        the committed report's (report/laptop/withdrawn/), also for a rebuild elsewhere; a study of
+        other numbers has none."""
+        if self.study.folder not in ("", self.study.profile):
+            return {}
+        folder = project_root() / "report" / self.study.profile / "withdrawn"
+        found = sorted(p for p in folder.glob("*") if (p / "metrics.json").is_file()) if folder.is_dir() else []
+        return {p.name: {**load_run(p), "why": (p / "why.md").read_text().strip()} for p in found}
 
     def final_model(self) -> torch.nn.Module:
         return load_checkpoint(self.final_folder() / "checkpoint.pt")[0]
@@ -201,5 +216,9 @@ def gather(laptop: LaptopStudy) -> dict:
             "final.n_test": _number(n, kind="count", label="test images"),
         }
     )
+    for name, m in laptop.withdrawn().items():
+        numbers[f"withdrawn.test_accuracy[{name}]"] = _number(
+            m["test_accuracy"], kind="constant", label=f"withdrawn final model {name}: test accuracy"
+        )
     timing = {**laptop.study.timing(), "final_train_seconds": final["train_seconds"]}
     return {"profile": laptop.study.profile, "numbers": numbers, "built": built(timing, final_run=final["run"])}
