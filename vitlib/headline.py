@@ -256,6 +256,12 @@ def readme_blocks(results_by_profile: dict[str, dict]) -> dict[str, str]:
     return blocks
 
 
+def _by_name(numbers: dict, key: str) -> dict:
+    """{name: value} of the numbers named key[name], in their order."""
+    prefix = key + "["
+    return {k[len(prefix) : -1]: v["value"] for k, v in numbers.items() if k.startswith(prefix)}
+
+
 def laptop_lines(results: dict) -> str:
     """The laptop model in the README: its result and time, the candidates and what each ingredient bought."""
     n, built = results["numbers"], results["built"]
@@ -272,21 +278,15 @@ def laptop_lines(results: dict) -> str:
         f"min on {run['device_name']} ({run['cpu_threads']} threads) |",
     ]
     lines += [
-        f"| withdrawn: an earlier final model, {k[len('withdrawn.test_accuracy[') : -1].replace('-', ' ')} "
-        f"(disclosed in the report with why) | {v['value']:.2%} |"
-        for k, v in n.items()
-        if k.startswith("withdrawn.test_accuracy[")
+        f"| withdrawn: an earlier final model, {name.replace('-', ' ')} (disclosed in the report with why) | {acc:.2%} |"
+        for name, acc in _by_name(n, "withdrawn.test_accuracy").items()
     ]
-    candidates = {
-        k[len("candidate.val_error[") : -1]: v["value"] for k, v in n.items() if k.startswith("candidate.val_error[")
-    }
+    candidates = _by_name(n, "candidate.val_error")
     lines += ["", "| candidate (validation split) | validation error |", "|---|---|"]
     lines += [
         f"| {'**' + name + '** (chosen)' if name == chosen else name} | {err:.2%} |" for name, err in candidates.items()
     ]
-    rows = {
-        k[len("ingredient.val_error[") : -1]: v["value"] for k, v in n.items() if k.startswith("ingredient.val_error[")
-    }
+    rows = _by_name(n, "ingredient.val_error")
     if rows:
         base = rows.get("all ingredients")
         lines += [
