@@ -1,6 +1,6 @@
 """Benchmark: the `laptop` recipe's training throughput and its whole training time, on this machine.
 
-    python benchmarks/laptop.py            # throughput (compiled, eager, bf16) and the projected hour (~3 min)
+    python benchmarks/laptop.py            # throughput (compiled, eager, other precision), projected hour (~3 min)
     python benchmarks/laptop.py --train    # also the whole training, as `vitlib train --preset laptop` (~1 h)
 
 Throughput is measured on the recipe's real training step (`vitlib.train.fit`: augmentation on the
@@ -47,11 +47,13 @@ def main() -> None:
     base = build_config("laptop", {"device": str(device), "data_root": str(ROOT / "data")})  # from any folder
     data = load_data(base)
     rows = []
+    precision = {True: "bf16", False: "float32"}
+    amp = base.train.amp
     variants = (
-        ("laptop recipe, torch.compile", {}),
-        ("laptop recipe, eager", {"compile": False}),
-        # A lever the recipe does not use yet: bfloat16 matrix products (AMX or AVX-512 BF16 CPUs).
-        ("laptop recipe, torch.compile, bf16", {"amp": True}),
+        (f"laptop recipe, torch.compile, {precision[amp]}", {}),
+        (f"laptop recipe, eager, {precision[amp]}", {"compile": False}),
+        # The other precision: bfloat16 matrix products need AMX or AVX-512 BF16 to pay on a CPU.
+        (f"laptop recipe, torch.compile, {precision[not amp]}", {"amp": not amp}),
     )
     for name, overrides in variants:
         rate = step_throughput({"device": str(device), **overrides}, data, args.images)

@@ -74,20 +74,30 @@ def _fake(error: float) -> dict:
 
 def test_a_final_recipe_other_than_the_chosen_one_is_refused():
     study = laptop.LaptopStudy(Study("laptop", "laptop", build_config("laptop")))
-    four, seven = laptop.CANDIDATES
-    study.check_preset_is_chosen({four: _fake(0.006), seven: _fake(0.005)})  # the preset's own candidate wins
+    preset = {k: PRESETS["laptop"].get(k, False) for k in laptop.CHOSEN_SETTINGS}
+    ours = next(n for n, c in laptop.CANDIDATES.items() if {k: c[k] for k in laptop.CHOSEN_SETTINGS} == preset)
+    four = next(n for n in laptop.CANDIDATES if n.startswith("4×4"))
+    study.check_preset_is_chosen({four: _fake(0.006), ours: _fake(0.005)})  # the preset's own candidate wins
     with pytest.raises(ValueError, match=r"chose '4×4.*patch_size 7 instead of 4.*Fix: give PRESETS"):
-        study.check_preset_is_chosen({four: _fake(0.004), seven: _fake(0.005)})
-    shorter = laptop.LaptopStudy(Study("laptop", "laptop", build_config("laptop", {"epochs": 56})))
-    with pytest.raises(ValueError, match=r"epochs 56 instead of 70"):  # the chosen size with a schedule of its own
-        shorter.check_preset_is_chosen({four: _fake(0.006), seven: _fake(0.005)})
+        study.check_preset_is_chosen({four: _fake(0.004), ours: _fake(0.005)})
+    epochs, amp = PRESETS["laptop"]["epochs"], preset["amp"]
+    for change, said in (
+        ({"epochs": epochs - 14}, f"epochs {epochs - 14} instead of {epochs}"),
+        (
+            {"amp": not amp},
+            f"amp {not amp} instead of {amp}",
+        ),
+    ):  # the chosen size with a schedule or a precision of its own
+        other = laptop.LaptopStudy(Study("laptop", "laptop", build_config("laptop", change)))
+        with pytest.raises(ValueError, match=said):
+            other.check_preset_is_chosen({four: _fake(0.006), ours: _fake(0.005)})
 
 
 def test_candidates_and_ingredients_use_the_validation_split_and_scale_with_the_profile(tiny_data):
     cfg = build_config("laptop", {"epochs": PRESETS["laptop"]["epochs"] // 5})
     study = laptop.LaptopStudy(Study("laptop", "laptop", cfg))
     runs = study.candidate_configs(tiny_data)
-    assert [c.data.validation_size for c in runs.values()] == [len(tiny_data.train_images) // 12] * 2
+    assert [c.data.validation_size for c in runs.values()] == [len(tiny_data.train_images) // 12] * len(runs)
     assert [c.train.epochs for c in runs.values()] == [laptop.CANDIDATES[n]["epochs"] // 5 for n in runs]
     rows = study.ingredient_configs(tiny_data, {n: _fake(0.01) for n in runs})
     assert set(rows) == set(laptop.INGREDIENTS)
@@ -150,8 +160,9 @@ def test_every_tested_final_model_is_disclosed():
     final = load_run(CHECKPOINT.parent)
     note = report.withdrawn_note(withdrawn, final).data
     for name, m in withdrawn.items():
-        assert m["scored_on"] == "test" and m["why"] and len(m["history"]) != len(final["history"])
-        assert f"{m['test_accuracy']:.2%}" in note and f"{len(m['history'])} epochs" in note
+        assert m["scored_on"] == "test" and m["why"] and m["why"] in note
+        assert f"{m['test_accuracy']:.2%}" in note and f"*{name.replace('-', ' ')}*" in note
+        assert f"{len(m['history'])}-epochs" in name  # the folder says what the model was
         if RESULTS.is_file():
             numbers = json.loads(RESULTS.read_text())["numbers"]
             assert numbers[f"withdrawn.test_accuracy[{name}]"]["value"] == m["test_accuracy"]

@@ -49,7 +49,7 @@ class TrainConfig:
     aug_scale: float = 0.0  # random zoom in [1 - s, 1 + s] (0: off)
     ema_decay: float = 0.0  # keep an exponential moving average of the weights and end with it (0: off)
     compile: bool = False  # torch.compile the training step: ~1.7x faster on CPU after a 30-60 s first compile
-    amp: bool = False  # bfloat16 autocast for the forward pass (CUDA, for the larger models)
+    amp: bool = False  # bfloat16 autocast for the forward pass (CUDA, or a CPU with AMX / AVX-512 BF16)
 
     def __post_init__(self):
         check_fields(self)
