@@ -23,7 +23,7 @@ from .data import MNIST, holdout_validation, load_mnist
 from .model import count_parameters
 from .parallel import CLUSTER_BACKENDS, run_jobs
 from .results import check_same_experiment, result_settings, write_json, write_npy
-from .train import build_model, evaluate, fit, predict, resolve_device, save_checkpoint
+from .train import build_model, evaluate, fit, predict, resolve_device, round_to_float16, save_checkpoint
 
 
 def run_info(device: torch.device | str | None = None) -> dict:
@@ -105,6 +105,8 @@ def train_and_test(
         on_epoch=report,
     )
     seconds = time.perf_counter() - start
+    if cfg.train.save_float16:
+        round_to_float16(model)  # the weights the checkpoint keeps are the ones the test scores
     test = evaluate(model, data.test_images, data.test_labels)
     metrics = {
         "test_loss": test["loss"],

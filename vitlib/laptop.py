@@ -86,7 +86,8 @@ class LaptopStudy:
 
     def _validation_config(self, data: MNIST, **overrides) -> ExperimentConfig:
         size = len(data.train_images) // VALIDATION_FRACTION
-        return self.config.with_overrides(validation_size=size, **overrides)
+        # Validation runs score the weights as trained; only the committed model's file keeps float16.
+        return self.config.with_overrides(validation_size=size, save_float16=False, **overrides)
 
     def candidate_configs(self, data: MNIST) -> dict[str, ExperimentConfig]:
         return {

@@ -50,6 +50,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # keep an exponential moving average of the weights and end with it (0: off)
     compile: bool = False  # torch.compile the training step: ~1.7x faster on CPU after a 30-60 s first compile
     amp: bool = False  # bfloat16 autocast for the forward pass (CUDA, or a CPU with AMX / AVX-512 BF16)
+    save_float16: bool = False  # keep the final weights as float16 (half the checkpoint); the test scores those
 
     def __post_init__(self):
         check_fields(self)
@@ -304,19 +305,37 @@ _NOT_A_CHECKPOINT = (
 _TRAIN_ONE = "train one with `python -m vitlib train --out DIR` (it writes DIR/checkpoint.pt)"
 
 
+def round_to_float16(model: nn.Module) -> None:
+    """Round every floating weight and buffer of `model` to float16 in place (kept in their own
+    dtype): the model then computes exactly what one loaded from a float16 checkpoint does."""
+    with torch.no_grad():
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            if t.is_floating_point():
+                half = t.half()
+                if not torch.isfinite(half).all():
+                    raise ValueError(f"{name} does not fit in float16 (|w| > 65504): train with save_float16 off")
+                t.copy_(half)
+
+
 def save_checkpoint(
     path: str | Path, model: ViT, config: dict, history: list[dict], metrics: dict | None = None
 ) -> Path:
     """Weights, the config that made them, the history and metrics, in one file (atomically),
-    marked with the checkpoint format and the vitlib version that wrote it."""
+    marked with the checkpoint format and the vitlib version that wrote it. With the config's
+    save_float16 the floating weights are stored as float16 (`round_to_float16` first, so that
+    nothing is lost in the file); loading turns them back into the model's float32."""
     from . import __version__
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    half = config.get("train", {}).get("save_float16", False)
+    weights = {k: v.cpu() for k, v in model.state_dict().items()}
+    if half:
+        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     payload = {
         "format": CHECKPOINT_FORMAT,
         "vitlib_version": __version__,
-        "model": {k: v.cpu() for k, v in model.state_dict().items()},
+        "model": weights,
         "config": config,
         "history": history,
         "metrics": metrics or {},
