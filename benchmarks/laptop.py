@@ -52,7 +52,7 @@ def main() -> None:
     variants = (
         (f"laptop recipe, torch.compile, {precision[amp]}", {}),
         (f"laptop recipe, eager, {precision[amp]}", {"compile": False}),
-        # The other precision: bfloat16 matrix products need AMX or AVX-512 BF16 to pay on a CPU.
+        # The other precision (bfloat16 matrix products pay on a CPU with AMX or AVX-512 BF16 only).
         (f"laptop recipe, torch.compile, {precision[not amp]}", {"amp": not amp}),
     )
     for name, overrides in variants:

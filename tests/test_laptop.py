@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import DATA_ROOT
 
@@ -150,22 +151,45 @@ def _folder(name: str) -> str:
 
 def test_every_tested_final_model_is_disclosed():
     """A final model that was tested and then replaced stays in the report: its folder in
-    report/laptop/withdrawn/ (metrics and why, no weights), its number in results.json, a note."""
+    report/laptop/withdrawn/ (config, metrics and why, no weights), its number in results.json, a note."""
     from vitlib import report
     from vitlib.experiment import load_run
 
     study = laptop.LaptopStudy(Study("laptop", "laptop", build_config("laptop")))
     withdrawn = study.withdrawn()
-    assert withdrawn, "report/laptop/withdrawn/ holds the withdrawn 56-epoch model"
+    assert len(withdrawn) == 2, "report/laptop/withdrawn/ holds the 56- and 70-epoch float32 models"
     final = load_run(CHECKPOINT.parent)
     note = report.withdrawn_note(withdrawn, final).data
-    for name, m in withdrawn.items():
-        assert m["scored_on"] == "test" and m["why"] and m["why"] in note
-        assert f"{m['test_accuracy']:.2%}" in note and f"*{name.replace('-', ' ')}*" in note
-        assert f"{len(m['history'])}-epochs" in name  # the folder says what the model was
+    assert note.startswith("Disclosed: Two earlier final models were trained and tested before this one")
+    for recipe, m in withdrawn.items():
+        assert m["scored_on"] == "test" and m["n_train"] == 60_000 and m["why"] and m["why"] in note
+        assert f"*{recipe}* scored {m['test_accuracy']:.2%}" in note
+        assert f"{len(m['history'])} epochs" in recipe  # named from its own config
+        assert (m["test_correct"] != final["test_correct"]).any()  # another model than the one that stands
         if RESULTS.is_file():
             numbers = json.loads(RESULTS.read_text())["numbers"]
-            assert numbers[f"withdrawn.test_accuracy[{name}]"]["value"] == m["test_accuracy"]
+            assert numbers[f"withdrawn.test_accuracy[{recipe}]"]["value"] == m["test_accuracy"]
+    one = dict([next(iter(withdrawn.items()))])
+    assert report.withdrawn_note(one, final).data.startswith("Disclosed: An earlier final model was trained")
     # A study of other numbers (a slice) has nothing to disclose.
     other = laptop.LaptopStudy(Study("laptop", "laptop", build_config("laptop"), "laptop-1a2b3c"))
     assert other.withdrawn() == {} and report.withdrawn_note({}, final).data == ""
+
+
+def test_the_candidates_text_weighs_the_margin_over_the_runner_up():
+    """The chosen recipe against the next best on the same held-out digits (exact McNemar test):
+    a one-digit margin is said to be within chance, a large one not."""
+    from vitlib import report
+
+    right = np.ones(5000, bool)
+    a, b, c = right.copy(), right.copy(), right.copy()
+    a[:22], b[1:24], c[:60] = False, False, False  # 22, 23 and 60 held-out digits wrong, mostly the same
+    runs = {name: {"test_error": 1 - x.mean(), "test_correct": x, "n_test": 5000} for name, x in zip("abc", (a, b, c))}
+    assert report.runner_up(runs, "a") == "b"
+    close = report.candidates_text(runs, "a", 70, table=2, figure=1).data
+    assert "2 are right only for the chosen recipe and 1 only for the runner-up, *b*" in close
+    assert "within what chance gives on 5,000 digits" in close
+    far = report.candidates_text({"a": runs["a"], "c": runs["c"]}, "a", 70, table=2, figure=1).data
+    assert "38 are right only for the chosen recipe and 0 only for the runner-up" in far
+    assert "unlikely to be chance" in far and "search went on" not in far
+    assert "search went on" in report.candidates_text(runs, "a", 70, 2, 1, withdrawn=True).data

@@ -278,8 +278,8 @@ def laptop_lines(results: dict) -> str:
         f"min on {run['device_name']} ({run['cpu_threads']} threads) |",
     ]
     lines += [
-        f"| withdrawn: an earlier final model, {name.replace('-', ' ')} (disclosed in the report with why) | {acc:.2%} |"
-        for name, acc in _by_name(n, "withdrawn.test_accuracy").items()
+        f"| withdrawn: an earlier final model, {recipe} (disclosed in the report with why) | {acc:.2%} |"
+        for recipe, acc in _by_name(n, "withdrawn.test_accuracy").items()
     ]
     candidates = _by_name(n, "candidate.val_error")
     lines += ["", "| candidate (validation split) | validation error |", "|---|---|"]

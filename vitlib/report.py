@@ -443,7 +443,11 @@ def recipe_table(config: ExperimentConfig, parameters: int, number: int) -> Tabl
         ),
         ("regularization", f"label smoothing {t.label_smoothing:g}, stochastic depth {m.drop_path_rate:g}"),
         ("augmentation", augmentation + " (on tensors, one affine grid per batch)"),
-        ("weights kept", f"exponential moving average, decay {t.ema_decay:g}" if t.ema_decay else "the last ones"),
+        (
+            "weights kept",
+            (f"exponential moving average, decay {t.ema_decay:g}" if t.ema_decay else "the last ones")
+            + (", stored as float16 (the test scores them so)" if t.save_float16 else ""),
+        ),
         ("execution", ("torch.compile, " if t.compile else "eager, ") + ("bfloat16 autocast" if t.amp else "float32")),
     ]
     return Table(
@@ -481,7 +485,9 @@ def runner_up(candidates: dict[str, dict], chosen: str) -> str:
     return min((name for name in candidates if name != chosen), key=lambda name: candidates[name]["test_error"])
 
 
-def candidates_text(candidates: dict[str, dict], chosen: str, final_epochs: int, table: int, figure: int) -> Markdown:
+def candidates_text(
+    candidates: dict[str, dict], chosen: str, final_epochs: int, table: int, figure: int, withdrawn: bool = False
+) -> Markdown:
     first = next(iter(candidates.values()))
     n = first["n_test"]
     err = candidates[chosen]["test_error"]
@@ -500,16 +506,23 @@ def candidates_text(candidates: dict[str, dict], chosen: str, final_epochs: int,
         f"On the same held-out digits, {test['a_only_right']} are right only for the chosen recipe and "
         f"{test['b_only_right']} only for the runner-up, *{second}* (exact McNemar test, p = {test['p_value']:.2f}): "
         + (
-            "a clear margin. "
+            "a margin unlikely to be chance. "
             if test["p_value"] < 0.05
-            else "a margin within what chance gives on 5,000 digits, so the two recipes may be equally good; "
-            "the rule picks the lower error all the same, decided before the runs. "
+            else f"a margin within what chance gives on {n:,} digits, so the two recipes may be equally good; "
+            "the rule picks the lower error all the same. "
         )
     )
     text += (
         "The candidates ran two at a time, one thread each, so their seconds per epoch compare them with "
-        "each other, not with the final model's. The test set played no part: the final model below is this "
-        f"recipe, trained once on all training images for {_plural(final_epochs, 'epoch')}."
+        "each other, not with the final model's. The test set played no part in this choice"
+        + (
+            " (it did decide that the search went on: Section 4 discloses the final models that fell short "
+            "on it and were withdrawn, and which candidates came after them)"
+            if withdrawn
+            else ""
+        )
+        + f": the final model below is this recipe, trained once on all training images for "
+        f"{_plural(final_epochs, 'epoch')}."
     )
     return Markdown(text)
 
@@ -594,26 +607,30 @@ def laptop_final_table(metrics: dict, number: int) -> Table:
 
 
 def withdrawn_note(withdrawn: dict[str, dict], final: dict) -> Markdown:
-    """Every final model that was tested and then replaced, said beside the one that stands. Their
-    folders' names say what each was (epochs and precision: "56-epochs-float32")."""
+    """Every final model that was tested and then replaced ({recipe: metrics with 'why'}), said
+    beside the one that stands."""
     if not withdrawn:
         return Markdown("")
     said = []
-    for name, m in withdrawn.items():
+    for recipe, m in withdrawn.items():
         n, seconds = m["n_test"], [e["seconds"] for e in m["history"]]
         said.append(
-            f"*{name.replace('-', ' ')}* scored {m['test_accuracy']:.2%} "
-            f"({round(m['test_error'] * n)} of {n:,} wrong) after {_minutes(m['train_seconds'])} of training, "
-            f"its epochs {sum(seconds) / len(seconds):.1f} s on average alone on the cores. {m['why']}"
+            f"*{recipe}* scored {m['test_accuracy']:.2%} ({round(m['test_error'] * n)} of {n:,} wrong) after "
+            f"{_minutes(m['train_seconds'])} of training, its epochs {sum(seconds) / len(seconds):.1f} s on average "
+            f"alone on the cores. {m['why']}"
         )
-    earlier = "An earlier final model was" if len(said) == 1 else f"{len(said)} earlier final models were"
+    earlier = "An earlier final model was" if len(said) == 1 else f"{_number_word(len(said))} earlier final models were"
     return Markdown(
         f"Disclosed: {earlier} trained and tested before this one and withdrawn. "
         + " ".join(said)
         + f" The recipe of Table 1 ({_plural(len(final['history']), 'epoch')}) was then trained once, "
         f"in {_minutes(final['train_seconds'])}: the model of Table 4. Every test number above has been seen; "
-        "the withdrawn models', higher or lower, chose nothing."
+        "none of them chose a recipe."
     )
+
+
+def _number_word(n: int) -> str:
+    return {2: "Two", 3: "Three", 4: "Four", 5: "Five"}.get(n, str(n))
 
 
 def laptop_abstract(results: dict, final: dict, config: ExperimentConfig) -> Markdown:
@@ -628,10 +645,11 @@ def laptop_abstract(results: dict, final: dict, config: ExperimentConfig) -> Mar
         f"{lo:.2%} – {hi:.2%}) with {n['final.parameters']['value']:,} parameters, after "
         f"{_minutes(final['train_seconds'])} of training on {final['run']['cpu_threads']} CPU threads "
         f"({final['run']['device_name']}). The recipe, *{n['laptop.chosen']['value']}*, was chosen on 5,000 "
-        f"training images held out for validation; the test set was used once, for the number above"
+        f"training images held out for validation, and this model was tested once"
         + (
-            " (the test numbers of withdrawn earlier models are disclosed in Section 4)."
-            if any(k.startswith("withdrawn.") for k in n)
+            f"; the test numbers of {_plural(withdrawn, 'earlier final model')}, tested and withdrawn, are "
+            "disclosed in Section 4 with the reasons."
+            if (withdrawn := sum(k.startswith("withdrawn.") for k in n))
             else "."
         )
     )
