@@ -74,9 +74,9 @@ def main() -> None:
         "projected_train_seconds": projected,
     }
     print(f"\nMachine: {results['machine']}")
-    print(f"\n{'run':34} {'batch':>5} {'images/s':>9}")
+    print(f"\n{'run':38} {'batch':>5} {'images/s':>9}")
     for r in rows:
-        print(f"{r['run']:34} {r['batch']:>5} {r['images_per_s']:>9,.0f}")
+        print(f"{r['run']:38} {r['batch']:>5} {r['images_per_s']:>9,.0f}")
     print(
         f"\nprojected training time: {base.train.epochs} epochs x ({len(data.train_images):,} images at "
         f"{rows[0]['images_per_s']:,.0f}/s + a {test_pass:.1f} s test pass) = {projected / 60:.1f} min"
