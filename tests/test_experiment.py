@@ -9,7 +9,7 @@ from vitlib.config import build_config
 from vitlib.experiment import load_run, train_runs
 from vitlib.files import atomic_file
 from vitlib.results import write_json
-from vitlib.train import load_checkpoint, predict
+from vitlib.train import evaluate, load_checkpoint, predict
 
 BASE = {"embed_dim": 16, "num_heads": 2, "normalize_input": True, "epochs": 1, "depth": 1}
 
@@ -85,7 +85,7 @@ def test_written_results_get_the_mode_of_any_new_file(tmp_path):
 def test_a_float16_checkpoint_is_half_the_file_and_scores_what_the_run_recorded(tiny_data, tmp_path):
     """save_float16 (the laptop model's, to stay under 5 MB): the file keeps float16 weights, the
     test was scored with exactly those, and the training itself is the float32 run's."""
-    base = {**BASE, "embed_dim": 64, "mlp_hidden_dim": 128}
+    base = {**BASE, "embed_dim": 64, "mlp_hidden_dim": 128, "pos_embed": "sinusoidal"}  # a table the file omits
     runs = {"float32": build_config("modern", base), "float16": build_config("modern", {**base, "save_float16": True})}
     done = train_runs(runs, tiny_data, tmp_path, log=lambda *_: None)
     full, half = (tmp_path / name / "checkpoint.pt" for name in runs)
@@ -98,3 +98,5 @@ def test_a_float16_checkpoint_is_half_the_file_and_scores_what_the_run_recorded(
     assert next(model.parameters()).dtype == torch.float32
     right = (predict(model, tiny_data.test_images).argmax(1) == tiny_data.test_labels).numpy()
     assert (right == done["float16"]["test_correct"]).all()
+    assert evaluate(model, tiny_data.test_images, tiny_data.test_labels)["loss"] == done["float16"]["test_loss"]
+    assert done["float16"]["test_loss"] != done["float32"]["test_loss"]  # the rounding did happen

@@ -45,7 +45,7 @@ from .train import load_checkpoint
 # faster again, which buys more epochs or more width in the same hour. Each names every setting it
 # differs in, so that whichever wins, the others keep their meaning; the winner's size, schedule and
 # precision (CHOSEN_SETTINGS) are the laptop preset's. The two bf16 candidates were added after the
-# first final model fell short of 99.5% on the test set (report/laptop/withdrawn/ says so).
+# validated 70-epoch width-128 model fell short of 99.5% on the test set (withdrawn/ says so).
 CANDIDATES = {
     "4×4 patches, width 64, 50 epochs": dict(
         patch_size=4, embed_dim=64, num_heads=4, depth=6, mlp_hidden_dim=128, epochs=50, amp=False
@@ -81,9 +81,8 @@ def recipe_label(config: dict) -> str:
     """A run's recipe as the candidates are named, from its config.json: "7×7 patches, width 128,
     56 epochs, float32"."""
     m, t = config["model"], config["train"]
-    return (
-        f"{m['patch_size']}×{m['patch_size']} patches, width {m['embed_dim']}, {t['epochs']} epochs, "
-        + ("bf16" if t.get("amp") else "float32")
+    return f"{m['patch_size']}×{m['patch_size']} patches, width {m['embed_dim']}, {t['epochs']} epochs, " + (
+        "bf16" if t.get("amp") else "float32"
     )
 
 
@@ -183,13 +182,13 @@ class LaptopStudy:
             return {}
         folder = project_root() / "report" / self.study.profile / "withdrawn"
         found = sorted(p for p in folder.glob("*") if (p / "metrics.json").is_file()) if folder.is_dir() else []
-        return {
-            recipe_label(json.loads((p / "config.json").read_text())): {
-                **load_run(p),
-                "why": (p / "why.md").read_text().strip(),
-            }
-            for p in found
-        }
+        disclosed = {}
+        for p in found:
+            recipe = recipe_label(json.loads((p / "config.json").read_text()))
+            if recipe in disclosed:  # one would hide the other
+                raise ValueError(f"two withdrawn models in {folder} are both {recipe!r}: name them apart")
+            disclosed[recipe] = {**load_run(p), "why": (p / "why.md").read_text().strip()}
+        return disclosed
 
     def final_model(self) -> torch.nn.Module:
         return load_checkpoint(self.final_folder() / "checkpoint.pt")[0]

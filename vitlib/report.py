@@ -446,7 +446,7 @@ def recipe_table(config: ExperimentConfig, parameters: int, number: int) -> Tabl
         (
             "weights kept",
             (f"exponential moving average, decay {t.ema_decay:g}" if t.ema_decay else "the last ones")
-            + (", stored as float16 (the test scores them so)" if t.save_float16 else ""),
+            + (", stored as float16 (the test accuracy is of these rounded weights)" if t.save_float16 else ""),
         ),
         ("execution", ("torch.compile, " if t.compile else "eager, ") + ("bfloat16 autocast" if t.amp else "float32")),
     ]
@@ -516,8 +516,8 @@ def candidates_text(
         "The candidates ran two at a time, one thread each, so their seconds per epoch compare them with "
         "each other, not with the final model's. The test set played no part in this choice"
         + (
-            " (it did decide that the search went on: Section 4 discloses the final models that fell short "
-            "on it and were withdrawn, and which candidates came after them)"
+            " (it did decide that the search went on: Section 4 discloses the final models that were tested "
+            "and withdrawn, and why)"
             if withdrawn
             else ""
         )
@@ -625,7 +625,7 @@ def withdrawn_note(withdrawn: dict[str, dict], final: dict) -> Markdown:
         + " ".join(said)
         + f" The recipe of Table 1 ({_plural(len(final['history']), 'epoch')}) was then trained once, "
         f"in {_minutes(final['train_seconds'])}: the model of Table 4. Every test number above has been seen; "
-        "none of them chose a recipe."
+        "none of them ranked the candidates."
     )
 
 
@@ -645,7 +645,8 @@ def laptop_abstract(results: dict, final: dict, config: ExperimentConfig) -> Mar
         f"{lo:.2%} – {hi:.2%}) with {n['final.parameters']['value']:,} parameters, after "
         f"{_minutes(final['train_seconds'])} of training on {final['run']['cpu_threads']} CPU threads "
         f"({final['run']['device_name']}). The recipe, *{n['laptop.chosen']['value']}*, was chosen on 5,000 "
-        f"training images held out for validation, and this model was tested once"
+        f"training images held out for validation, and the number above is this model's one test (its "
+        f"per-epoch test curve chose nothing)"
         + (
             f"; the test numbers of {_plural(withdrawn, 'earlier final model')}, tested and withdrawn, are "
             "disclosed in Section 4 with the reasons."

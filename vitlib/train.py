@@ -306,10 +306,11 @@ _TRAIN_ONE = "train one with `python -m vitlib train --out DIR` (it writes DIR/c
 
 
 def round_to_float16(model: nn.Module) -> None:
-    """Round every floating weight and buffer of `model` to float16 in place (kept in their own
-    dtype): the model then computes exactly what one loaded from a float16 checkpoint does."""
+    """Round every floating tensor that a checkpoint stores (the state dict: weights and persistent
+    buffers; a fixed sinusoidal table is rebuilt on loading, so it stays) to float16 in place, kept
+    in its own dtype: the model then computes exactly what one loaded from a float16 file does."""
     with torch.no_grad():
-        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        for name, t in model.state_dict().items():  # these share the model's storage
             if t.is_floating_point():
                 half = t.half()
                 if not torch.isfinite(half).all():
@@ -322,8 +323,9 @@ def save_checkpoint(
 ) -> Path:
     """Weights, the config that made them, the history and metrics, in one file (atomically),
     marked with the checkpoint format and the vitlib version that wrote it. With the config's
-    save_float16 the floating weights are stored as float16 (`round_to_float16` first, so that
-    nothing is lost in the file); loading turns them back into the model's float32."""
+    save_float16 the floating weights are stored as float16; the caller rounds the model with
+    `round_to_float16` first (train_and_test does), so that the file holds the model that was
+    scored. Loading turns them back into the model's float32."""
     from . import __version__
 
     path = Path(path)
