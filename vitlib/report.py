@@ -514,7 +514,8 @@ def candidates_text(
     )
     text += (
         "The candidates ran two at a time, one thread each, so their seconds per epoch compare them with "
-        "each other, not with the final model's. The test set played no part in this choice"
+        "each other (roughly, for pairs trained at different times: a shared machine's speed moves), not with "
+        "the final model's. The test set played no part in this choice"
         + (
             " (it did decide that the search went on: Section 4 discloses the final models that were tested "
             "and withdrawn, and why)"
