@@ -197,8 +197,9 @@ class LaptopStudy:
         out = self.study.out / stage
         # Read back only runs of these very settings: a run of other settings there is refused, not
         # shown under this recipe's name (finished_run names what differs).
-        if all(finished_run(run_folder(out, name), cfg) is not None for name, cfg in runs.items()):
-            return {name: load_run(run_folder(out, name)) for name in runs}
+        found = {name: finished_run(run_folder(out, name), cfg) for name, cfg in runs.items()}
+        if all(metrics is not None for metrics in found.values()):
+            return found
         self.study.log(what)
         start = time.perf_counter()
         validation = load_data(next(iter(runs.values())))  # every run of a stage has the same split
