@@ -190,6 +190,40 @@ def test_random_affine_is_the_identity_at_zero_and_moves_pixels_within_bounds():
     assert len({(round(a, 3), round(b, 3)) for a, b in zip(cy.tolist(), cx.tolist())}) > 50  # per image
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_elastic_distortion_is_torchvisions_elastic_transform(seed):
+    """One image's field is the one torchvision's ElasticTransform draws from the same random numbers
+    (fill=None: zero padding, as grid_sample's), after the four affine numbers random_affine draws first."""
+    from torchvision.transforms import v2
+
+    from vitlib.train import random_affine
+
+    x = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(100 + seed))
+    ours = random_affine(x, 0, 0, 0, torch.Generator().manual_seed(seed), elastic_alpha=68.0, elastic_sigma=4.0)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        torch.rand(4)  # angle, zoom and the two shifts
+        reference = v2.ElasticTransform(alpha=68.0, sigma=4.0, fill=None)(x)
+    torch.testing.assert_close(ours, reference)
+    assert (ours - x).abs().max() > 0.1  # it moved pixels
+
+
+def test_elastic_distortion_draws_a_field_per_image_and_leaves_runs_without_it_unchanged():
+    from vitlib.train import random_affine
+
+    x = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0)).expand(8, 1, 28, 28)
+    out = random_affine(x, 0, 0, 0, torch.Generator().manual_seed(3), elastic_alpha=68.0)
+    assert len({round(v, 4) for v in out.sum(dim=(1, 2, 3)).tolist()}) == 8  # 8 fields, not one
+    plain = random_affine(x, 10, 0.1, 0.1, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(
+        random_affine(x, 10, 0.1, 0.1, torch.Generator().manual_seed(3), elastic_alpha=0.0), plain
+    )
+    with pytest.raises(ValueError, match="aug_elastic_alpha"):
+        TrainConfig(aug_elastic_alpha=-1.0)
+    with pytest.raises(ValueError, match="aug_elastic_sigma"):
+        TrainConfig(aug_elastic_sigma=0.0)
+
+
 def test_ema_ends_with_the_moving_average_of_the_weights(tiny_data):
     """Full-batch steps (one per epoch), so fits of 1, 2 and 3 epochs are prefixes of one trajectory."""
     x, y = tiny_data.train_images[:200], tiny_data.train_labels[:200]

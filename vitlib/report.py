@@ -430,6 +430,9 @@ def recipe_table(config: ExperimentConfig, parameters: int, number: int) -> Tabl
         if t.aug_degrees or t.aug_translate or t.aug_scale
         else "none"
     )
+    if t.aug_elastic_alpha:
+        elastic = f"elastic distortion (alpha {t.aug_elastic_alpha:g}, sigma {t.aug_elastic_sigma:g} px)"
+        augmentation = elastic if augmentation == "none" else f"{augmentation}, {elastic}"
     rows = [
         ("patches", f"{m.patch_size}×{m.patch_size} pixels, {side * side} tokens + a class token, linear embedding"),
         ("encoder", f"{m.depth} pre-norm blocks, width {m.embed_dim}, {m.num_heads} heads, MLP {m.mlp_hidden_dim}"),

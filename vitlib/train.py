@@ -47,6 +47,8 @@ class TrainConfig:
     aug_degrees: float = 0.0  # random rotation of each training image, up to +/- this many degrees (0: off)
     aug_translate: float = 0.0  # random shift, up to this fraction of the image side (0: off)
     aug_scale: float = 0.0  # random zoom in [1 - s, 1 + s] (0: off)
+    aug_elastic_alpha: float = 0.0  # elastic distortion's strength, as torchvision's ElasticTransform (0: off)
+    aug_elastic_sigma: float = 5.0  # its smoothness: the Gaussian blur of the random field, in pixels
     ema_decay: float = 0.0  # keep an exponential moving average of the weights and end with it (0: off)
     compile: bool = False  # torch.compile the training step: ~1.7x faster on CPU after a 30-60 s first compile
     amp: bool = False  # bfloat16 autocast for the forward pass (CUDA, or a CPU with AMX / AVX-512 BF16)
@@ -63,9 +65,19 @@ class TrainConfig:
         check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        for name in ("weight_decay", "warmup_epochs", "grad_clip", "aug_degrees", "aug_translate", "aug_scale"):
+        for name in (
+            "weight_decay",
+            "warmup_epochs",
+            "grad_clip",
+            "aug_degrees",
+            "aug_translate",
+            "aug_scale",
+            "aug_elastic_alpha",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.aug_elastic_sigma > 0:
+            raise ValueError(f"aug_elastic_sigma must be > 0 (pixels), got {self.aug_elastic_sigma}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.device != "auto":
@@ -128,10 +140,17 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
 
 
 def random_affine(
-    x: torch.Tensor, degrees: float, translate: float, scale: float, generator: torch.Generator | None = None
+    x: torch.Tensor,
+    degrees: float,
+    translate: float,
+    scale: float,
+    generator: torch.Generator | None = None,
+    elastic_alpha: float = 0.0,
+    elastic_sigma: float = 5.0,
 ) -> torch.Tensor:
-    """Each image of the batch rotated, shifted and zoomed at random, in one `grid_sample` on the
-    images' own device (no per-sample Python). `translate` is a fraction of the image side."""
+    """Each image of the batch rotated, shifted and zoomed at random, and (`elastic_alpha` > 0)
+    distorted by its own smooth random field, in one `grid_sample` on the images' own device (no
+    per-sample Python). `translate` is a fraction of the image side."""
     b = x.shape[0]
 
     def uniform(*shape):  # in [-1, 1)
@@ -143,7 +162,21 @@ def random_affine(
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    if elastic_alpha:  # drawn after the affine parameters: runs without it keep their random numbers
+        grid = grid + elastic_displacement(uniform(b, 2, *x.shape[-2:]), elastic_alpha, elastic_sigma)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def elastic_displacement(noise: torch.Tensor, alpha: float, sigma: float) -> torch.Tensor:
+    """Simard et al. (2003)'s elastic distortion field for a batch, made from `noise` (B, 2, H, W),
+    uniform in [-1, 1), as torchvision's ElasticTransform makes its one field per call: Gaussian-blurred
+    (kernel of 8 sigma + 1 pixels), times alpha / width. Returns (B, H, W, 2) in `grid_sample`'s units
+    (2 per image side), so alpha is twice the displacement in pixels per unit of blurred noise."""
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    k = int(8 * sigma + 1) | 1  # odd, as torchvision makes it
+    field = gaussian_blur(noise, [k, k], [sigma, sigma]) * (alpha / noise.shape[-1])
+    return field.permute(0, 2, 3, 1)
 
 
 @torch.no_grad()
@@ -236,7 +269,7 @@ def fit(
         forget_other_compiled_models(model)
     step_model = torch.compile(model) if cfg.compile else model
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
-    augment = bool(cfg.aug_degrees or cfg.aug_translate or cfg.aug_scale)
+    augment = bool(cfg.aug_degrees or cfg.aug_translate or cfg.aug_scale or cfg.aug_elastic_alpha)
     aug_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     ema = (
         torch.optim.swa_utils.AveragedModel(
@@ -261,7 +294,15 @@ def fit(
                 group["lr"] = cfg.lr * lr_factor(step, total_steps, warmup_steps, cfg.lr_schedule)
             x, y = to_float(images[batch]), labels[batch]
             if augment:
-                x = random_affine(x, cfg.aug_degrees, cfg.aug_translate, cfg.aug_scale, aug_rng)
+                x = random_affine(
+                    x,
+                    cfg.aug_degrees,
+                    cfg.aug_translate,
+                    cfg.aug_scale,
+                    aug_rng,
+                    cfg.aug_elastic_alpha,
+                    cfg.aug_elastic_sigma,
+                )
             with autocast:
                 out = (step_model if len(batch) == cfg.batch_size else model)(x)
                 loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
