@@ -13,13 +13,14 @@ import pytest
 from conftest import DATA_ROOT
 
 from vitlib import laptop
-from vitlib.config import PRESETS, build_config
+from vitlib.config import PRESETS, ExperimentConfig, build_config
 from vitlib.experiment import run_folder
 from vitlib.study import Study
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "checkpoints" / "laptop" / "checkpoint.pt"
 RESULTS = ROOT / "report" / "laptop" / "results.json"
+DEFAULTS = ExperimentConfig().flat()
 
 
 @pytest.mark.mnist
@@ -45,8 +46,9 @@ def test_the_committed_laptop_model_scores_what_it_was_committed_with():
 def test_the_committed_checkpoint_is_the_laptop_preset():
     config = json.loads((CHECKPOINT.parent / "config.json").read_text())
     flat = {k: v for section in config.values() for k, v in section.items()}
+    flat = {**DEFAULTS, **flat}  # a setting added after it was trained counts at its default
     preset = build_config("laptop").flat()
-    differ = {k: (flat[k], preset[k]) for k in preset if k != "data_root" and flat.get(k) != preset[k]}
+    differ = {k: (flat[k], preset[k]) for k in preset if k != "data_root" and flat[k] != preset[k]}
     assert not differ, f"checkpoints/laptop was not trained with PRESETS['laptop']: {differ}"
 
 
@@ -58,11 +60,11 @@ def test_the_laptop_preset_is_the_candidate_the_validation_split_chose():
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["scored_on"] == "validation" and (metrics["n_train"], metrics["n_test"]) == (55_000, 5_000)
         config = json.loads((folder / "config.json").read_text())
-        assert {
-            k: config["model"].get(k, config["train"].get(k)) for k in laptop.CANDIDATES[name]
-        } == laptop.CANDIDATES[name]
+        stored = {**DEFAULTS, **config["model"], **config["train"]}
+        assert {k: stored[k] for k in laptop.CANDIDATES[name]} == laptop.CANDIDATES[name]
     chosen = min(errors, key=errors.get)
-    assert {k: PRESETS["laptop"][k] for k in laptop.CHOSEN_SETTINGS} == {
+    preset = build_config("laptop").flat()
+    assert {k: preset[k] for k in laptop.CHOSEN_SETTINGS} == {
         k: laptop.CANDIDATES[chosen][k] for k in laptop.CHOSEN_SETTINGS
     }
     if RESULTS.is_file():  # the report says the same
@@ -75,20 +77,18 @@ def _fake(error: float) -> dict:
 
 def test_a_final_recipe_other_than_the_chosen_one_is_refused():
     study = laptop.LaptopStudy(Study("laptop", "laptop", build_config("laptop")))
-    preset = {k: PRESETS["laptop"].get(k, False) for k in laptop.CHOSEN_SETTINGS}
+    preset = {k: v for k, v in build_config("laptop").flat().items() if k in laptop.CHOSEN_SETTINGS}
     ours = next(n for n, c in laptop.CANDIDATES.items() if {k: c[k] for k in laptop.CHOSEN_SETTINGS} == preset)
     four = next(n for n in laptop.CANDIDATES if n.startswith("4×4"))
     study.check_preset_is_chosen({four: _fake(0.006), ours: _fake(0.005)})  # the preset's own candidate wins
     with pytest.raises(ValueError, match=r"chose '4×4.*patch_size 7 instead of 4.*Fix: give PRESETS"):
         study.check_preset_is_chosen({four: _fake(0.004), ours: _fake(0.005)})
-    epochs, amp = PRESETS["laptop"]["epochs"], preset["amp"]
+    epochs, amp, elastic = preset["epochs"], preset["amp"], preset["aug_elastic_alpha"]
     for change, said in (
         ({"epochs": epochs - 14}, f"epochs {epochs - 14} instead of {epochs}"),
-        (
-            {"amp": not amp},
-            f"amp {not amp} instead of {amp}",
-        ),
-    ):  # the chosen size with a schedule or a precision of its own
+        ({"amp": not amp}, f"amp {not amp} instead of {amp}"),
+        ({"aug_elastic_alpha": elastic + 10}, f"aug_elastic_alpha {elastic + 10} instead of {elastic}"),
+    ):  # the chosen size with a schedule, a precision or an augmentation of its own
         other = laptop.LaptopStudy(Study("laptop", "laptop", build_config("laptop", change)))
         with pytest.raises(ValueError, match=said):
             other.check_preset_is_chosen({four: _fake(0.006), ours: _fake(0.005)})

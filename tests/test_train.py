@@ -190,20 +190,20 @@ def test_random_affine_is_the_identity_at_zero_and_moves_pixels_within_bounds():
     assert len({(round(a, 3), round(b, 3)) for a, b in zip(cy.tolist(), cx.tolist())}) > 50  # per image
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_elastic_distortion_is_torchvisions_elastic_transform(seed):
+@pytest.mark.parametrize(("seed", "height", "width", "sigma"), [(0, 28, 28, 5.0), (1, 28, 28, 4.0), (2, 20, 32, 2.0)])
+def test_elastic_distortion_is_torchvisions_elastic_transform(seed, height, width, sigma):
     """One image's field is the one torchvision's ElasticTransform draws from the same random numbers
     (fill=None: zero padding, as grid_sample's), after the four affine numbers random_affine draws first."""
     from torchvision.transforms import v2
 
     from vitlib.train import random_affine
 
-    x = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(100 + seed))
-    ours = random_affine(x, 0, 0, 0, torch.Generator().manual_seed(seed), elastic_alpha=68.0, elastic_sigma=4.0)
+    x = torch.rand(1, 1, height, width, generator=torch.Generator().manual_seed(100 + seed))
+    ours = random_affine(x, 0, 0, 0, torch.Generator().manual_seed(seed), elastic_alpha=68.0, elastic_sigma=sigma)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         torch.rand(4)  # angle, zoom and the two shifts
-        reference = v2.ElasticTransform(alpha=68.0, sigma=4.0, fill=None)(x)
+        reference = v2.ElasticTransform(alpha=68.0, sigma=sigma, fill=None)(x)
     torch.testing.assert_close(ours, reference)
     assert (ours - x).abs().max() > 0.1  # it moved pixels
 
@@ -222,6 +222,8 @@ def test_elastic_distortion_draws_a_field_per_image_and_leaves_runs_without_it_u
         TrainConfig(aug_elastic_alpha=-1.0)
     with pytest.raises(ValueError, match="aug_elastic_sigma"):
         TrainConfig(aug_elastic_sigma=0.0)
+    with pytest.raises(ValueError, match=r"aug_elastic_sigma=8 .* too wide .* use aug_elastic_sigma < 6.875"):
+        random_affine(x, 0, 0, 0, elastic_alpha=50.0, elastic_sigma=8.0)  # torchvision fails there too, obscurely
 
 
 def test_ema_ends_with_the_moving_average_of_the_weights(tiny_data):
