@@ -516,9 +516,9 @@ def candidates_text(
         )
     )
     text += (
-        "The candidates ran two at a time, one thread each, so their seconds per epoch compare them with "
-        "each other (roughly, for pairs trained at different times: a shared machine's speed moves), not with "
-        "the final model's. The test set played no part in this choice"
+        "The candidates ran at different times on a shared machine, most of them two at a time with one thread "
+        "each, so their seconds per epoch compare them only roughly with each other (a shared machine's speed "
+        "moves), and not with the final model's. The test set played no part in this choice"
         + (
             " (it did decide that the search went on: Section 4 discloses the final models that were tested "
             "and withdrawn, and why)"
