@@ -193,3 +193,10 @@ def test_the_candidates_text_weighs_the_margin_over_the_runner_up():
     assert "38 are right only for the chosen recipe and 0 only for the runner-up" in far
     assert "unlikely to be chance" in far and "search went on" not in far
     assert "search went on" in report.candidates_text(runs, "a", 70, 2, 1, withdrawn=True).data
+    assert "reaches the lowest" in close and "ties" not in close
+    d = right.copy()
+    d[30:52] = False  # as many wrong as a, other digits: a tie, and the first listed is chosen
+    tied = {"a": runs["a"], "d": {"test_error": 1 - d.mean(), "test_correct": d, "n_test": 5000}}
+    text = report.candidates_text(tied, "a", 70, table=2, figure=1).data
+    assert "*a* ties for the lowest validation error" in text and "on a tie the rule keeps" in text
+    assert "lower error all the same" not in text

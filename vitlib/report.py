@@ -496,8 +496,9 @@ def candidates_text(
     err = candidates[chosen]["test_error"]
     lo, hi = wilson_interval(round((1 - err) * n), n)
     others = [name for name in candidates if name != chosen]
+    tie = any(candidates[o]["test_error"] == err for o in others)
     text = (
-        f"Table {table} and Figure {figure}: *{chosen}* reaches the lowest validation error, "
+        f"Table {table} and Figure {figure}: *{chosen}* {'ties for' if tie else 'reaches'} the lowest validation error, "
         f"{err:.2%} ({round(err * n)} of {n:,} held-out digits wrong; 95% interval of the accuracy "
         f"{lo:.2%} – {hi:.2%}), against "
         + ", ".join(f"{candidates[o]['test_error']:.2%} for *{o}*" for o in others)
@@ -509,7 +510,9 @@ def candidates_text(
         f"On the same held-out digits, {test['a_only_right']} are right only for the chosen recipe and "
         f"{test['b_only_right']} only for the runner-up, *{second}* (exact McNemar test, p = {test['p_value']:.2f}): "
         + (
-            "a margin unlikely to be chance. "
+            "the two may be equally good; on a tie the rule keeps the candidate listed first (the earlier one). "
+            if tie
+            else "a margin unlikely to be chance. "
             if test["p_value"] < 0.05
             else f"a margin within what chance gives on {n:,} digits, so the two recipes may be equally good; "
             "the rule picks the lower error all the same. "
