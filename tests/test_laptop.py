@@ -199,4 +199,12 @@ def test_the_candidates_text_weighs_the_margin_over_the_runner_up():
     tied = {"a": runs["a"], "d": {"test_error": 1 - d.mean(), "test_correct": d, "n_test": 5000}}
     text = report.candidates_text(tied, "a", 70, table=2, figure=1).data
     assert "*a* ties for the lowest validation error" in text and "on a tie the rule keeps" in text
-    assert "lower error all the same" not in text
+    assert "lower error all the same" not in text and "runner-up" not in text
+    assert "only for the other one at that error, *d*" in text
+
+
+def test_on_a_tie_the_candidate_listed_first_is_chosen():
+    study = laptop.LaptopStudy(Study("laptop", "laptop", build_config("laptop")))
+    names = list(laptop.CANDIDATES)
+    assert study.chosen({name: _fake(0.0044) for name in names}) == names[0]
+    assert study.chosen({name: _fake(0.0044) for name in reversed(names)}) == names[-1]

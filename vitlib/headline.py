@@ -220,8 +220,8 @@ def environment_table(results: dict, number: int) -> Table:
         "final_seconds": "final model",
         "seeds_seconds": "more seeds and the runner-up",
         "ablation_seconds": "reproduction and ablation",
-        "candidates_seconds": "the candidates on the validation split",
-        "ingredients_seconds": "the ingredient runs",
+        "candidates_seconds": "the candidates (the last build that trained any)",
+        "ingredients_seconds": "the ingredient runs (the last build that trained any)",
         "final_train_seconds": "training the final model",
     }
     for key, label in names.items():

@@ -9,7 +9,8 @@ and one reader), beside build.log, timing.json and results.json as for every pro
 
     candidates/<name>/   candidates(): each recipe of CANDIDATES trained on the training set less
                          a held-out twelfth (5,000 images) and scored on that twelfth; the lowest
-                         validation error wins, and PRESETS["laptop"] must be the winner
+                         validation error wins (the first listed on a tie), and PRESETS["laptop"]
+                         must be the winner
     ingredients/<name>/  ingredients(): the winner without one ingredient each (INGREDIENTS), on
                          the same split, over a shorter schedule
     withdrawn/<name>/    withdrawn(): final models that were tested and then replaced (committed by
@@ -43,8 +44,8 @@ from .train import load_checkpoint
 # 7x7-patch model has 16 tokens to a 4x4 one's 49 and trains ~1.4x more images per second at twice
 # the width; bfloat16 autocast (AMX or AVX-512 BF16 CPUs) trains the 7x7 width-128 model ~1.5x
 # faster again, which buys more epochs or more width in the same hour. Each names every setting it
-# differs in, so that whichever wins, the others keep their meaning; the winner's size, schedule and
-# precision (CHOSEN_SETTINGS) are the laptop preset's. The two bf16 candidates were added after the
+# differs in, so that whichever wins, the others keep their meaning; the winner's size, schedule,
+# precision and elastic augmentation (CHOSEN_SETTINGS) are the laptop preset's. The two bf16 candidates were added after the
 # validated 70-epoch width-128 model fell short of 99.5% on the test set (withdrawn/ says so), the
 # elastic one after the width-192 bf16 model that validation then chose fell short too (99.47%).
 WIDTH_64 = dict(patch_size=4, embed_dim=64, num_heads=4, depth=6, mlp_hidden_dim=128)
@@ -121,8 +122,8 @@ class LaptopStudy:
         return min(candidates, key=lambda name: candidates[name]["test_error"])
 
     def check_preset_is_chosen(self, candidates: dict[str, dict]) -> None:
-        """The final model must have the size, schedule and precision the validation split chose: refuse to go on
-        otherwise."""
+        """The final model must have the size, schedule, precision and augmentation the validation split chose:
+        refuse to go on otherwise."""
         name = self.chosen(candidates)
         ours = self.config.flat()
         differ = {k: (ours[k], CANDIDATES[name][k]) for k in CHOSEN_SETTINGS if ours[k] != CANDIDATES[name][k]}

@@ -477,7 +477,7 @@ def candidates_table(candidates: dict[str, dict], chosen: str, number: int) -> T
     return Table(
         df,
         f"Table {number}. The candidates, trained on {n_train:,} training images and scored on the "
-        f"{n_val:,} held out; chosen: the lowest validation error",
+        f"{n_val:,} held out; chosen: the lowest validation error (the first listed on a tie)",
         formats={"validation error": "{:.2%}"},
         widths={"recipe": "5.2cm"},
     )
@@ -508,7 +508,8 @@ def candidates_text(
     test = mcnemar(candidates[chosen]["test_correct"], candidates[second]["test_correct"])
     text += (
         f"On the same held-out digits, {test['a_only_right']} are right only for the chosen recipe and "
-        f"{test['b_only_right']} only for the runner-up, *{second}* (exact McNemar test, p = {test['p_value']:.2f}): "
+        f"{test['b_only_right']} only for {'the other one at that error' if tie else 'the runner-up'}, *{second}* "
+        f"(exact McNemar test, p = {test['p_value']:.2f}): "
         + (
             "the two may be equally good; on a tie the rule keeps the candidate listed first (the earlier one). "
             if tie
@@ -567,17 +568,18 @@ def ingredients_text(rows: dict[str, dict], full_epochs: int, table: int) -> Mar
     hurt = [k for k in changes if changes[k] < -2 * noise]
     epochs = len(base["history"])
     text = (
-        f"Table {table}: each row removes one ingredient from the chosen recipe and trains it for {epochs} of "
+        f"Table {table}: each row removes (or replaces) one ingredient of the chosen recipe and trains it for {epochs} of "
         f"the recipe's {full_epochs} epochs on the same split. With {n:,} validation images, a difference "
         f"of two error rates near {p:.2%} has a standard deviation of about {noise * 100:.2f} points, so only "
         f"changes beyond {2 * noise * 100:.2f} points are told apart from noise. "
     )
     if helped:
-        text += (
-            "Removing "
-            + ", ".join(f"*{k.removeprefix('without ')}* ({changes[k] * 100:+.2f})" for k in helped)
-            + " costs more than that. "
-        )
+        said = [
+            f"removing *{k.removeprefix('without ')}*" if k.startswith("without ") else f"*{k}* instead" for k in helped
+        ]
+        said = [f"{s} ({changes[k] * 100:+.2f})" for s, k in zip(said, helped)]
+        listed = said[0] if len(said) == 1 else ", ".join(said[:-1]) + " and " + said[-1]
+        text += f"{listed[0].upper()}{listed[1:]} cost{'s' if len(said) == 1 else ''} more than that. "
     else:
         text += "No single removal costs more than that at this schedule. "
     if hurt:
@@ -586,7 +588,11 @@ def ingredients_text(rows: dict[str, dict], full_epochs: int, table: int) -> Mar
             + ", ".join(f"*{k}* ({changes[k] * 100:+.2f})" for k in hurt)
             + " even does better: regularizers pay off over long training, which these runs do not reach. "
         )
-    text += "One seed per row: a rerun with another seed would move each row by about the same noise."
+    text += (
+        "One seed per row: a rerun with another seed would move each row by about the same noise. The "
+        "seconds per epoch say how fast these runs went on the machine as it was then, other work included, "
+        "and compare only with each other."
+    )
     return Markdown(text)
 
 
