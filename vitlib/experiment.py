@@ -23,7 +23,16 @@ from .data import MNIST, holdout_validation, load_mnist
 from .model import count_parameters
 from .parallel import CLUSTER_BACKENDS, run_jobs
 from .results import check_same_experiment, result_settings, write_json, write_npy
-from .train import build_model, evaluate, fit, predict, resolve_device, round_to_float16, save_checkpoint
+from .train import (
+    build_model,
+    evaluate,
+    fit,
+    load_checkpoint,
+    predict,
+    resolve_device,
+    round_to_float16,
+    save_checkpoint,
+)
 
 
 def run_info(device: torch.device | str | None = None) -> dict:
@@ -107,11 +116,8 @@ def train_and_test(
     seconds = time.perf_counter() - start
     if cfg.train.save_float16:
         round_to_float16(model)  # the weights the checkpoint keeps are the ones the test scores
-    test = evaluate(model, data.test_images, data.test_labels)
     metrics = {
-        "test_loss": test["loss"],
-        "test_error": test["error"],
-        "test_accuracy": 1 - test["error"],
+        **test_scores(model, data),
         "train_loss": history[-1]["train_loss"],
         "train_error": history[-1]["train_error"],
         "parameters": count_parameters(model),
@@ -122,10 +128,21 @@ def train_and_test(
         "scored_on": scored_on,
         "run": run_info(device),
     }
-    metrics["test_correct"] = (predict(model, data.test_images).argmax(1) == data.test_labels).numpy()
     if out_dir is not None:
         save_run(out_dir, model, cfg, metrics)
     return model, metrics
+
+
+def test_scores(model: torch.nn.Module, data: MNIST) -> dict:
+    """Test loss, error and accuracy of the model's prediction, and `test_correct` (a bool per test
+    image); for a model that averages over shifted copies (`test_shifts`), also the image alone's."""
+    test = evaluate(model, data.test_images, data.test_labels)
+    scores = {"test_loss": test["loss"], "test_error": test["error"], "test_accuracy": 1 - test["error"]}
+    if model.cfg.test_shifts:
+        alone = evaluate(model, data.test_images, data.test_labels, shifts=0)
+        scores.update(test_error_single_view=alone["error"], test_accuracy_single_view=1 - alone["error"])
+    scores["test_correct"] = (predict(model, data.test_images).argmax(1) == data.test_labels).numpy()
+    return scores
 
 
 def save_run(out_dir: str | Path, model: torch.nn.Module, cfg: ExperimentConfig, metrics: dict) -> None:
@@ -181,6 +198,50 @@ def _same_run_finished(folder: str | Path, cfg: ExperimentConfig) -> bool:
         ) from None
     check_same_experiment(folder, _sections(stored), result_settings(cfg, "run"))
     return True
+
+
+# Settings that change how a trained model predicts, not how it trains: a finished run that differs
+# from the asked-for one only in these is the same training, and `rescore_run` scores it again.
+PREDICTION_ONLY = {"model": ("test_shifts",)}
+
+
+def differs_only_in_prediction(folder: str | Path, cfg: ExperimentConfig) -> bool:
+    """Whether `folder` holds a finished run of `cfg`'s training whose prediction settings
+    (PREDICTION_ONLY) are not `cfg`'s."""
+    folder = Path(folder)
+    if not is_finished(folder):
+        return False
+    stored = _sections(json.loads((folder / "config.json").read_text()))
+    then = {
+        k: stored.get(s, {}).get(k, getattr(getattr(ExperimentConfig(), s), k))
+        for s, keys in PREDICTION_ONLY.items()
+        for k in keys
+    }
+    if then == {k: getattr(getattr(cfg, s), k) for s, keys in PREDICTION_ONLY.items() for k in keys}:
+        return False
+    check_same_experiment(folder, stored, result_settings(cfg.with_overrides(**then), "run"))  # else refused
+    return True
+
+
+def rescore_run(folder: str | Path, cfg: ExperimentConfig, data: MNIST) -> dict:
+    """The finished run in `folder`, trained as `cfg` says but predicting otherwise, scored again on
+    `data`'s test set as `cfg` predicts: its checkpoint, config.json, test_correct.npy and
+    metrics.json are written again (the weights, training history and run record unchanged), and
+    metrics["rescored"] says with what code, where and what it changed."""
+    folder = Path(folder)
+    if not differs_only_in_prediction(folder, cfg):
+        raise ValueError(f"{folder} holds no finished run that differs from these settings only in how it predicts")
+    model, _ = load_checkpoint(folder / "checkpoint.pt")
+    model.cfg.test_shifts = cfg.model.test_shifts
+    old = load_run(folder)
+    metrics = {**old, **test_scores(model, data)}
+    metrics["rescored"] = {
+        **run_info("cpu"),
+        "changed": {k: [old.get(k), metrics[k]] for k in ("test_accuracy", "test_error", "test_loss")},
+        "settings": {k: getattr(cfg.model, k) for k in PREDICTION_ONLY["model"]},
+    }
+    save_run(folder, model, cfg, metrics)
+    return load_run(folder)
 
 
 def run_folder(out_dir: str | Path, name: str) -> Path:

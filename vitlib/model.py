@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from einops import rearrange
 
 from .attention import attention
@@ -46,6 +47,9 @@ class ViTConfig:
     attn_drop_rate: float = 0.0  # dropout on the attention weights
     drop_path_rate: float = 0.0  # stochastic depth, rising linearly to this value in the last block
     init: str = "timm"  # 'timm' (truncated normal 0.02) or 'torch' (PyTorch defaults, as the original)
+    # Prediction only (training never sees it): average the class probabilities over the image and
+    # its four copies shifted this many pixels up, down, left and right (0: the image alone).
+    test_shifts: int = 0
 
     def __post_init__(self):
         check_fields(self)
@@ -73,6 +77,11 @@ class ViTConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not 0 <= self.test_shifts < self.image_size:
+            raise ValueError(
+                f"test_shifts must be a whole number of pixels from 0 (no shifted copies) to "
+                f"{self.image_size - 1}, got {self.test_shifts}"
+            )
         if self.head_hidden_layers < 0 or self.head_hidden_dim < 0:
             raise ValueError("head_hidden_layers and head_hidden_dim must be >= 0")
         for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
@@ -87,6 +96,17 @@ class ViTConfig:
     def uses_dropout(self) -> bool:
         """Whether training draws random masks (dropout or stochastic depth)."""
         return bool(self.drop_rate or self.attn_drop_rate or self.drop_path_rate)
+
+
+def shifted_copies(images: torch.Tensor, pixels: int) -> list[torch.Tensor]:
+    """The images (..., H, W) and their copies moved `pixels` down, up, right and left, with zeros
+    (the background) coming in at the edge, as digits a little off-centre would look."""
+    p = pixels
+    padded = F.pad(images, (p, p, p, p))
+    h, w = images.shape[-2:]
+    return [images] + [
+        padded[..., p - dy : p - dy + h, p - dx : p - dx + w] for dy, dx in ((p, 0), (-p, 0), (0, p), (0, -p))
+    ]
 
 
 def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
@@ -296,9 +316,13 @@ class ViT(nn.Module):
         return self.forward_head(self.forward_features(images))
 
     @torch.no_grad()
-    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
-        out = self(images)
-        return out if self.cfg.head_softmax else out.softmax(dim=-1)
+    def predict_proba(self, images: torch.Tensor, shifts: int | None = None) -> torch.Tensor:
+        """Class probabilities (B, num_classes): of the images alone, or (`shifts`, by default the
+        config's `test_shifts`, > 0) their mean over the image and its four shifted copies."""
+        shifts = self.cfg.test_shifts if shifts is None else shifts
+        views = shifted_copies(images, shifts) if shifts else [images]
+        probs = [out if self.cfg.head_softmax else out.softmax(dim=-1) for out in map(self, views)]
+        return torch.stack(probs).mean(dim=0)
 
     @torch.no_grad()
     def attention_maps(self, images: torch.Tensor) -> torch.Tensor:

@@ -200,13 +200,18 @@ def gaussian_blur_matrix(n: int, sigma: float, device: torch.device) -> torch.Te
 
 
 @torch.no_grad()
-def evaluate(model: ViT, images: torch.Tensor, labels: torch.Tensor, batch_size: int = EVAL_BATCH) -> dict:
+def evaluate(
+    model: ViT, images: torch.Tensor, labels: torch.Tensor, batch_size: int = EVAL_BATCH, shifts: int | None = None
+) -> dict:
     """Mean cross-entropy ("proxy loss") and misclassification error of `model` on uint8 images.
 
     Like the original, the loss is CrossEntropyLoss applied to what the model outputs, so with
-    `head_softmax` on it is the loss of the double softmax the original trained with.
+    `head_softmax` on it is the loss of the double softmax the original trained with. With shifted
+    copies (`shifts`, by default the model's `test_shifts`, > 0) it scores the model's prediction,
+    the probabilities averaged over the copies, and the loss is their negative log-likelihood.
     """
     device = next(model.parameters()).device
+    shifts = model.cfg.test_shifts if shifts is None else shifts
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device)
@@ -214,8 +219,12 @@ def evaluate(model: ViT, images: torch.Tensor, labels: torch.Tensor, batch_size:
     for start in range(0, len(images), batch_size):
         x = to_float(images[start : start + batch_size].to(device))
         y = labels[start : start + batch_size].to(device)
-        out = model(x)
-        loss_sum += F.cross_entropy(out, y, reduction="sum")
+        if shifts:
+            out = model.predict_proba(x, shifts).clamp_min(1e-12).log()
+            loss_sum += F.nll_loss(out, y, reduction="sum")
+        else:
+            out = model(x)
+            loss_sum += F.cross_entropy(out, y, reduction="sum")
         wrong += (out.argmax(dim=1) != y).sum()
     model.train(was_training)
     n = len(images)
@@ -223,15 +232,16 @@ def evaluate(model: ViT, images: torch.Tensor, labels: torch.Tensor, batch_size:
 
 
 @torch.no_grad()
-def predict(model: ViT, images: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
-    """Class probabilities (N, num_classes) for uint8 or float images, on the CPU."""
+def predict(model: ViT, images: torch.Tensor, batch_size: int = EVAL_BATCH, shifts: int | None = None) -> torch.Tensor:
+    """Class probabilities (N, num_classes) for uint8 or float images, on the CPU (averaged over
+    shifted copies when `shifts`, by default the model's `test_shifts`, is > 0)."""
     device = next(model.parameters()).device
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device)
         x = to_float(x) if x.dtype == torch.uint8 else x.float()
-        out.append(model.predict_proba(x).cpu())
+        out.append(model.predict_proba(x, shifts).cpu())
     return torch.cat(out)
 
 
@@ -343,8 +353,8 @@ def fit(
             raise TrainingDiverged(
                 f"loss became {row['train_loss']} in epoch {epoch} (lr={cfg.lr}); try a smaller learning rate"
             )
-        if eval_set is not None:
-            ev = evaluate(ema.module if ema is not None else model, *eval_set)
+        if eval_set is not None:  # the curves score the image alone: shifted copies would cost 5x per epoch
+            ev = evaluate(ema.module if ema is not None else model, *eval_set, shifts=0)
             row.update(eval_loss=ev["loss"], eval_error=ev["error"])
         row.update(lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - start)
         history.append(row)
