@@ -65,7 +65,7 @@ def run_info(device: torch.device | str | None = None) -> dict:
         "device_name": name,
         "cpu_threads": torch.get_num_threads(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a TorchVersion would not load with weights_only
         **{name: version(name) for name in ("torchvision", "numpy", "scikit-learn")},
         "platform": platform.platform(),
         "git_commit": commit + ("+dirty" if commit and dirty else ""),
@@ -138,9 +138,9 @@ def test_scores(model: torch.nn.Module, data: MNIST) -> dict:
     image); for a model that averages over shifted copies (`test_shifts`), also the image alone's."""
     test = evaluate(model, data.test_images, data.test_labels)
     scores = {"test_loss": test["loss"], "test_error": test["error"], "test_accuracy": 1 - test["error"]}
-    if model.cfg.test_shifts:
-        alone = evaluate(model, data.test_images, data.test_labels, shifts=0)
-        scores.update(test_error_single_view=alone["error"], test_accuracy_single_view=1 - alone["error"])
+    if "error_single_view" in test:
+        alone = test["error_single_view"]
+        scores.update(test_error_single_view=alone, test_accuracy_single_view=1 - alone)
     scores["test_correct"] = (predict(model, data.test_images).argmax(1) == data.test_labels).numpy()
     return scores
 

@@ -319,10 +319,15 @@ class ViT(nn.Module):
     def predict_proba(self, images: torch.Tensor, shifts: int | None = None) -> torch.Tensor:
         """Class probabilities (B, num_classes): of the images alone, or (`shifts`, by default the
         config's `test_shifts`, > 0) their mean over the image and its four shifted copies."""
+        return self.view_probabilities(images, shifts).mean(dim=0)
+
+    @torch.no_grad()
+    def view_probabilities(self, images: torch.Tensor, shifts: int | None = None) -> torch.Tensor:
+        """(views, B, num_classes): the class probabilities of each view `predict_proba` averages,
+        the image alone first."""
         shifts = self.cfg.test_shifts if shifts is None else shifts
         views = shifted_copies(images, shifts) if shifts else [images]
-        probs = [out if self.cfg.head_softmax else out.softmax(dim=-1) for out in map(self, views)]
-        return torch.stack(probs).mean(dim=0)
+        return torch.stack([out if self.cfg.head_softmax else out.softmax(dim=-1) for out in map(self, views)])
 
     @torch.no_grad()
     def attention_maps(self, images: torch.Tensor) -> torch.Tensor:

@@ -208,7 +208,8 @@ def evaluate(
     Like the original, the loss is CrossEntropyLoss applied to what the model outputs, so with
     `head_softmax` on it is the loss of the double softmax the original trained with. With shifted
     copies (`shifts`, by default the model's `test_shifts`, > 0) it scores the model's prediction,
-    the probabilities averaged over the copies, and the loss is their negative log-likelihood.
+    the probabilities averaged over the copies, and the loss is their negative log-likelihood; the
+    error of the image alone comes with it, from the same pass, as "error_single_view".
     """
     device = next(model.parameters()).device
     shifts = model.cfg.test_shifts if shifts is None else shifts
@@ -216,11 +217,14 @@ def evaluate(
     model.eval()
     loss_sum = torch.zeros((), device=device)
     wrong = torch.zeros((), device=device, dtype=torch.long)
+    wrong_alone = torch.zeros((), device=device, dtype=torch.long)
     for start in range(0, len(images), batch_size):
         x = to_float(images[start : start + batch_size].to(device))
         y = labels[start : start + batch_size].to(device)
         if shifts:
-            out = model.predict_proba(x, shifts).clamp_min(1e-12).log()
+            views = model.view_probabilities(x, shifts)
+            wrong_alone += (views[0].argmax(dim=1) != y).sum()
+            out = views.mean(dim=0).clamp_min(1e-12).log()
             loss_sum += F.nll_loss(out, y, reduction="sum")
         else:
             out = model(x)
@@ -228,7 +232,8 @@ def evaluate(
         wrong += (out.argmax(dim=1) != y).sum()
     model.train(was_training)
     n = len(images)
-    return {"loss": loss_sum.item() / n, "error": wrong.item() / n}
+    scores = {"loss": loss_sum.item() / n, "error": wrong.item() / n}
+    return {**scores, "error_single_view": wrong_alone.item() / n} if shifts else scores
 
 
 @torch.no_grad()
