@@ -240,7 +240,9 @@ def rescore_run(folder: str | Path, cfg: ExperimentConfig, data: MNIST) -> dict:
         "changed": {k: [old.get(k), metrics[k]] for k in ("test_accuracy", "test_error", "test_loss")},
         "settings": {k: getattr(cfg.model, k) for k in PREDICTION_ONLY["model"]},
     }
-    save_run(folder, model, cfg, metrics)
+    stored = json.loads((folder / "config.json").read_text())  # its own settings (data_root, n_jobs) stay
+    flat = {key: value for section in stored.values() for key, value in section.items()}
+    save_run(folder, model, ExperimentConfig().with_overrides(flat, **metrics["rescored"]["settings"]), metrics)
     return load_run(folder)
 
 
