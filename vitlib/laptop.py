@@ -307,6 +307,16 @@ def gather(laptop: LaptopStudy) -> dict:
     numbers["candidate.runner_up_mcnemar_p"] = _number(
         versus["p_value"], kind="p", label="McNemar p on the validation split, chosen recipe vs runner-up"
     )
+    views = laptop.test_views(candidates)
+    for name, v in views.items():
+        numbers[f"candidate.val_error_shifted[{name}]"] = _number(
+            v["error"], label=f"{name}: validation error with shifted copies"
+        )
+    numbers["laptop.test_shifts"] = _number(
+        laptop.chosen_test_shifts(candidates, views),
+        kind="count",
+        label="shift of the copies the validation split chose (px; 0: none)",
+    )
     rows = laptop.ingredients(candidates)
     for name, m in rows.items():
         numbers[f"ingredient.val_error[{name}]"] = _number(m["test_error"], label=f"{name}: validation error")
@@ -319,6 +329,15 @@ def gather(laptop: LaptopStudy) -> dict:
             "final.test_accuracy": _number(final["test_accuracy"], spread, label="the laptop model's test accuracy"),
             "final.test_accuracy.ci_low": _number(lo, spread, label="its 95% Wilson interval, low end"),
             "final.test_accuracy.ci_high": _number(hi, spread, label="its 95% Wilson interval, high end"),
+            **(
+                {
+                    "final.test_accuracy_single_view": _number(
+                        final["test_accuracy_single_view"], spread, label="its test accuracy reading each digit alone"
+                    )
+                }
+                if "test_accuracy_single_view" in final
+                else {}
+            ),
             "final.parameters": _number(final["parameters"], kind="count", label="the laptop model's parameters"),
             "final.n_train": _number(final["n_train"], kind="count", label="training images"),
             "final.n_test": _number(n, kind="count", label="test images"),
