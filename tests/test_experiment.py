@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vitlib.config import build_config
-from vitlib.experiment import load_run, train_runs
+from vitlib.experiment import differs_only_in_prediction, load_run, rescore_run, train_runs
 from vitlib.files import atomic_file
 from vitlib.results import write_json
 from vitlib.train import evaluate, load_checkpoint, predict
@@ -100,3 +100,39 @@ def test_a_float16_checkpoint_is_half_the_file_and_scores_what_the_run_recorded(
     assert (right == done["float16"]["test_correct"]).all()
     assert evaluate(model, tiny_data.test_images, tiny_data.test_labels)["loss"] == done["float16"]["test_loss"]
     assert done["float16"]["test_loss"] != done["float32"]["test_loss"]  # the rounding did happen
+
+
+def test_test_shifts_score_the_averaged_prediction_and_keep_the_single_view(tiny_data, tmp_path):
+    """A run with test_shifts: its test numbers are the averaged prediction's, the digit alone's come
+    with them, and the per-epoch curves stay single-view (they cost one pass per epoch)."""
+    done = train_runs({"s": build_config("modern", {**BASE, "test_shifts": 1})}, tiny_data, tmp_path, log=print)["s"]
+    model, _ = load_checkpoint(tmp_path / "s" / "checkpoint.pt")
+    x, y = tiny_data.test_images, tiny_data.test_labels
+    averaged = predict(model, x).argmax(1)
+    alone = predict(model, x, shifts=0).argmax(1)
+    assert done["test_error"] == pytest.approx((averaged != y).float().mean().item())
+    assert done["test_error_single_view"] == pytest.approx((alone != y).float().mean().item())
+    assert (done["test_correct"] == (averaged == y).numpy()).all()
+    assert done["history"][-1]["eval_error"] == done["test_error_single_view"]  # the curve: the digit alone
+    assert not torch.allclose(predict(model, x), predict(model, x, shifts=0))  # the copies were used
+
+
+def test_a_run_that_differs_only_in_how_it_predicts_is_scored_again_not_retrained(tiny_data, tmp_path):
+    plain = build_config("modern", BASE)
+    first = train_runs({"a": plain}, tiny_data, tmp_path, log=lambda *_: None)["a"]
+    folder = tmp_path / "a"
+    weights = torch.load(folder / "checkpoint.pt", weights_only=True)["model"]
+    assert not differs_only_in_prediction(folder, plain)
+    with pytest.raises(ValueError, match=r"different experiment: epochs \(1 there, 2 now\)"):
+        differs_only_in_prediction(folder, plain.with_overrides(epochs=2, test_shifts=1))
+    again = rescore_run(folder, plain.with_overrides(test_shifts=1), tiny_data)
+    model, payload = load_checkpoint(folder / "checkpoint.pt")  # loads with weights_only: plain data only
+    assert all(torch.equal(weights[k], v) for k, v in payload["model"].items())
+    assert again["history"] == first["history"] and again["run"] == first["run"]
+    assert again["test_accuracy_single_view"] == first["test_accuracy"]
+    right = (predict(model, tiny_data.test_images).argmax(1) == tiny_data.test_labels).numpy()
+    assert (right == again["test_correct"]).all() and again["test_accuracy"] == pytest.approx(right.mean())
+    assert again["rescored"]["changed"]["test_accuracy"] == [first["test_accuracy"], again["test_accuracy"]]
+    assert json.loads((folder / "config.json").read_text())["model"]["test_shifts"] == 1
+    assert load_run(folder)["test_accuracy"] == again["test_accuracy"]
+    assert not differs_only_in_prediction(folder, plain.with_overrides(test_shifts=1))  # now the same run

@@ -24,21 +24,28 @@ DEFAULTS = ExperimentConfig().flat()
 
 
 @pytest.mark.mnist
-def test_the_committed_laptop_model_scores_what_it_was_committed_with():
-    """`python -m vitlib evaluate checkpoints/laptop/checkpoint.pt` gives the committed test accuracy.
-    (Issue 12 asks for >= 99.5%; the committed model has 99.47%, and the README and the report say so.)"""
+def test_the_committed_laptop_model_scores_at_least_99_5_percent():
+    """`python -m vitlib evaluate checkpoints/laptop/checkpoint.pt` gives the committed test accuracy,
+    >= 99.5% (issue 12) with the shifted copies its config asks for, and `--single-view` the digit
+    alone's (99.47%, the number seen first; the report gives both)."""
     assert CHECKPOINT.is_file() and CHECKPOINT.stat().st_size < 5e6
-    run = subprocess.run(
-        [sys.executable, "-m", "vitlib", "evaluate", str(CHECKPOINT), "--data-root", DATA_ROOT, "--json"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    scored = json.loads(run.stdout)
+
+    def evaluate(*flags):
+        run = subprocess.run(
+            [sys.executable, "-m", "vitlib", "evaluate", str(CHECKPOINT), "--data-root", DATA_ROOT, "--json", *flags],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=600,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        return json.loads(run.stdout)
+
+    scored, alone = evaluate(), evaluate("--single-view")
     metrics = json.loads((CHECKPOINT.parent / "metrics.json").read_text())
-    assert scored["n_test"] == 10_000 and scored["test_accuracy"] == metrics["test_accuracy"] >= 0.994
+    assert scored["n_test"] == 10_000 and scored["test_shifts"] == 1 and alone["test_shifts"] == 0
+    assert scored["test_accuracy"] == metrics["test_accuracy"] >= 0.995
+    assert alone["test_accuracy"] == scored["test_accuracy_single_view"] == metrics["test_accuracy_single_view"]
     assert metrics["scored_on"] == "test" and metrics["n_train"] == 60_000
     assert metrics["train_seconds"] <= 3600  # the hour the recipe is sized for, on the machine that trained it
 
@@ -69,6 +76,31 @@ def test_the_laptop_preset_is_the_candidate_the_validation_split_chose():
     }
     if RESULTS.is_file():  # the report says the same
         assert json.loads(RESULTS.read_text())["numbers"]["laptop.chosen"]["value"] == chosen
+
+
+def test_the_laptop_preset_predicts_as_the_committed_validation_runs_chose():
+    """Each candidate's committed validation results, the digit alone (test_correct.npy) and with
+    shifted copies (correct_with_shifts.npy): the rule gives the preset's test_shifts."""
+    folders = {name: run_folder(ROOT / "report" / "laptop" / "candidates", name) for name in laptop.CANDIDATES}
+    errors = {}
+    for name, folder in folders.items():
+        alone = np.load(folder / "test_correct.npy")
+        shifted = np.load(folder / laptop.SHIFTED_CORRECT)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert len(alone) == len(shifted) == 5_000 and 1 - alone.mean() == pytest.approx(metrics["test_error"])
+        errors[name] = {"correct": shifted, "error": float((~shifted).mean())}
+    study = laptop.LaptopStudy(Study("laptop", "laptop", build_config("laptop")))
+    candidates = {name: json.loads((f / "metrics.json").read_text()) for name, f in folders.items()}
+    assert study.chosen_test_shifts(candidates, errors) == PRESETS["laptop"]["test_shifts"] == laptop.TEST_SHIFTS
+    study.check_test_shifts(candidates, errors)
+    other = laptop.LaptopStudy(Study("laptop", "laptop", build_config("laptop", {"test_shifts": 0})))
+    with pytest.raises(ValueError, match=r"chose test_shifts=1 .* has test_shifts=0. Fix: give PRESETS\['laptop'\]"):
+        other.check_test_shifts(candidates, errors)
+    if RESULTS.is_file():  # the report says the same
+        numbers = json.loads(RESULTS.read_text())["numbers"]
+        assert numbers["laptop.test_shifts"]["value"] == PRESETS["laptop"]["test_shifts"]
+        for name in folders:
+            assert numbers[f"candidate.val_error_shifted[{name}]"]["value"] == pytest.approx(errors[name]["error"])
 
 
 def _fake(error: float) -> dict:

@@ -4,7 +4,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vitlib.config import PRESETS, build_config
-from vitlib.model import Attention, ViT, ViTConfig, count_parameters, sinusoidal_table
+from vitlib.model import Attention, ViT, ViTConfig, count_parameters, shifted_copies, sinusoidal_table
 from vitlib.reference import ViT as ReferenceViT
 from vitlib.reference import vitlib_state_dict
 
@@ -156,3 +156,39 @@ def test_drop_path_draws_what_torchvision_draws():
         torch.manual_seed(0)
         assert torch.equal(ours, stochastic_depth(x, rate, "row", training=True))
     assert drop_path(x, 0.3, training=False) is x
+
+
+def test_shifted_copies_move_the_image_one_way_each_with_background_coming_in():
+    """Compared with torch.roll, whose wrapped-around edge is then blanked."""
+    x = torch.rand(3, 1, 28, 28)
+    for pixels in (1, 3):
+        copies = shifted_copies(x, pixels)
+        assert torch.equal(copies[0], x)
+        for copy, (dy, dx) in zip(copies[1:], ((pixels, 0), (-pixels, 0), (0, pixels), (0, -pixels))):
+            expected = torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
+            rows = slice(0, dy) if dy > 0 else slice(28 + dy, 28) if dy < 0 else slice(0, 0)
+            cols = slice(0, dx) if dx > 0 else slice(28 + dx, 28) if dx < 0 else slice(0, 0)
+            expected[..., rows, :] = 0
+            expected[..., :, cols] = 0
+            assert torch.equal(copy, expected), (pixels, dy, dx)
+
+
+def test_a_model_with_test_shifts_averages_the_probabilities_of_the_copies():
+    torch.manual_seed(0)
+    plain = ViT(ViTConfig(embed_dim=16, num_heads=2, depth=1)).eval()
+    shifted = ViT(ViTConfig(embed_dim=16, num_heads=2, depth=1, test_shifts=2)).eval()
+    shifted.load_state_dict(plain.state_dict())  # the setting adds no weights
+    x = torch.rand(4, 1, 28, 28)
+    by_hand = [F.pad(x, (0, 0, 2, 0))[..., :28, :], F.pad(x, (0, 0, 0, 2))[..., 2:, :]]  # down, up
+    by_hand += [F.pad(x, (2, 0, 0, 0))[..., :28], F.pad(x, (0, 2, 0, 0))[..., 2:]]  # right, left
+    expected = torch.stack([plain(v).softmax(-1) for v in [x, *by_hand]]).mean(0)
+    assert torch.allclose(shifted.predict_proba(x), expected, atol=1e-6)
+    assert torch.equal(plain.predict_proba(x), plain(x).softmax(-1))  # test_shifts=0: the image alone
+    assert torch.equal(shifted(x), plain(x))  # training's forward pass never sees the copies
+    assert torch.allclose(shifted.predict_proba(x, shifts=0), plain.predict_proba(x))
+
+
+@pytest.mark.parametrize("shifts", [-1, 28])
+def test_a_shift_outside_the_image_is_refused(shifts):
+    with pytest.raises(ValueError, match=f"test_shifts must be a whole number of pixels from 0 .* to 27, got {shifts}"):
+        ViTConfig(test_shifts=shifts)

@@ -176,7 +176,7 @@ class LaptopStudy:
             correct = np.load(path)
             if len(correct) != len(candidates[name]["test_correct"]):
                 raise ValueError(f"{path} scores {len(correct)} digits, the validation split has another number")
-            out[name] = {"correct": correct, "error": 1 - correct.mean()}
+            out[name] = {"correct": correct, "error": float((~correct).mean())}
         return out
 
     def _score_shifted(self, name: str, cfg: ExperimentConfig, folder: Path) -> None:
