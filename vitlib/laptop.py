@@ -2,7 +2,8 @@
 hour. The recipe is chosen on a validation split cut from the training set, then trained once on
 all 60,000 training images and tested once; the test set chooses no recipe. (It did decide that
 the search went on: the first final models fell short of 99.5% on it, and more candidates were
-added. Those models stay disclosed, see withdrawn/ below.)
+added, then the prediction from shifted copies, chosen on the same split (test_views). Those
+models stay disclosed, see withdrawn/ below, and so does the final model's single-view score.)
 
 Notebook 05 runs it for the `laptop` profile. Under report/laptop/ (each file has one writer here
 and one reader), beside build.log, timing.json and results.json as for every profile:
