@@ -2,6 +2,7 @@ import json
 import os
 import stat
 
+import numpy as np
 import pytest
 import torch
 
@@ -136,3 +137,10 @@ def test_a_run_that_differs_only_in_how_it_predicts_is_scored_again_not_retraine
     assert json.loads((folder / "config.json").read_text())["model"]["test_shifts"] == 1
     assert load_run(folder)["test_accuracy"] == again["test_accuracy"]
     assert not differs_only_in_prediction(folder, plain.with_overrides(test_shifts=1))  # now the same run
+    assert (np.load(folder / "test_correct_before_rescoring.npy") == first["test_correct"]).all()
+    with pytest.raises(ValueError, match="scored again once already"):  # a second time would hide the first
+        rescore_run(folder, plain, tiny_data)
+    other = tmp_path / "b"
+    train_runs({"b": plain}, tiny_data, tmp_path, log=lambda *_: None)
+    with pytest.raises(ValueError, match=r"scored on 200 test images, but `data` holds 100 test images"):
+        rescore_run(other, plain.with_overrides(test_shifts=1), tiny_data.limit(test=100))

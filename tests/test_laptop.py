@@ -103,6 +103,16 @@ def test_the_laptop_preset_predicts_as_the_committed_validation_runs_chose():
             assert numbers[f"candidate.val_error_shifted[{name}]"]["value"] == pytest.approx(errors[name]["error"])
 
 
+def test_the_shifted_copies_are_chosen_only_when_they_lower_the_validation_error(tmp_path, tiny_data):
+    study = laptop.LaptopStudy(Study("laptop", "laptop", build_config("laptop")))
+    ours = next(n for n, c in laptop.CANDIDATES.items() if c["embed_dim"] == PRESETS["laptop"]["embed_dim"])
+    for alone, shifted, chosen in ((0.0044, 0.0036, laptop.TEST_SHIFTS), (0.0044, 0.0044, 0), (0.0044, 0.0050, 0)):
+        assert study.chosen_test_shifts({ours: _fake(alone)}, {ours: {"error": shifted}}) == chosen
+    # Scoring the copies needs the candidate's weights; without them, a clear way out, not a traceback.
+    with pytest.raises(FileNotFoundError, match=r"needs .*checkpoint.pt, which is not committed. Fix: move"):
+        study._score_shifted(ours, study.candidate_configs(tiny_data)[ours], tmp_path / "no-weights")
+
+
 def _fake(error: float) -> dict:
     return {"test_error": error}
 

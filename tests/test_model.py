@@ -192,3 +192,17 @@ def test_a_model_with_test_shifts_averages_the_probabilities_of_the_copies():
 def test_a_shift_outside_the_image_is_refused(shifts):
     with pytest.raises(ValueError, match=f"test_shifts must be a whole number of pixels from 0 .* to 27, got {shifts}"):
         ViTConfig(test_shifts=shifts)
+
+
+def test_a_head_softmax_model_averages_its_outputs_over_the_copies():
+    torch.manual_seed(0)
+    model = ViT(ViTConfig(embed_dim=16, num_heads=2, depth=1, head_softmax=True, test_shifts=1)).eval()
+    x = torch.rand(3, 1, 28, 28)
+    expected = torch.stack([model(v) for v in shifted_copies(x, 1)]).mean(0)  # already probabilities
+    assert torch.allclose(model.predict_proba(x), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("pixels", [0, -1, 28, 1.5])
+def test_a_shift_of_no_pixels_or_of_the_whole_image_is_refused(pixels):
+    with pytest.raises(ValueError, match=r"shifts must be a whole number of pixels from 1 to 27"):
+        shifted_copies(torch.rand(1, 1, 28, 28), pixels)

@@ -265,3 +265,25 @@ def test_one_process_compiles_many_configurations_without_falling_back_to_eager(
     finally:
         dynamo_log.removeHandler(handler)
     assert not [w for w in warnings if "recompile_limit" in w], warnings
+
+
+def test_evaluate_with_shifts_scores_the_averaged_probabilities():
+    """Loss, error and per-image results against -log of the probabilities averaged by hand."""
+    torch.manual_seed(0)
+    model = ViT(ViTConfig(embed_dim=16, num_heads=2, depth=1, normalize_input=True, test_shifts=1)).eval()
+    images = torch.randint(0, 256, (50, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (50,))
+    x = images.float() / 255
+    views = [x, F.pad(x, (0, 0, 1, 0))[..., :28, :], F.pad(x, (0, 0, 0, 1))[..., 1:, :]]
+    views += [F.pad(x, (1, 0, 0, 0))[..., :28], F.pad(x, (0, 1, 0, 0))[..., 1:]]
+    with torch.no_grad():
+        probs = torch.stack([model(v).softmax(-1) for v in views]).mean(0)
+        alone = model(x)
+    scored = evaluate(model, images, labels, batch_size=16, per_image=True)
+    assert scored["loss"] == pytest.approx(-probs[torch.arange(50), labels].log().mean().item(), rel=1e-5)
+    assert torch.equal(scored["correct"], probs.argmax(1) == labels)
+    assert scored["error"] == pytest.approx((probs.argmax(1) != labels).float().mean().item())
+    assert scored["error_single_view"] == pytest.approx((alone.argmax(1) != labels).float().mean().item())
+    plain = evaluate(model, images, labels, shifts=0)
+    assert plain["loss"] == pytest.approx(F.cross_entropy(alone, labels).item(), rel=1e-5)
+    assert "error_single_view" not in plain and plain["error"] == scored["error_single_view"]

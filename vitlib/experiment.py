@@ -28,7 +28,6 @@ from .train import (
     evaluate,
     fit,
     load_checkpoint,
-    predict,
     resolve_device,
     round_to_float16,
     save_checkpoint,
@@ -136,12 +135,12 @@ def train_and_test(
 def test_scores(model: torch.nn.Module, data: MNIST) -> dict:
     """Test loss, error and accuracy of the model's prediction, and `test_correct` (a bool per test
     image); for a model that averages over shifted copies (`test_shifts`), also the image alone's."""
-    test = evaluate(model, data.test_images, data.test_labels)
+    test = evaluate(model, data.test_images, data.test_labels, per_image=True)  # one pass over the copies
     scores = {"test_loss": test["loss"], "test_error": test["error"], "test_accuracy": 1 - test["error"]}
     if "error_single_view" in test:
         alone = test["error_single_view"]
         scores.update(test_error_single_view=alone, test_accuracy_single_view=1 - alone)
-    scores["test_correct"] = (predict(model, data.test_images).argmax(1) == data.test_labels).numpy()
+    scores["test_correct"] = test["correct"].numpy()
     return scores
 
 
@@ -225,21 +224,36 @@ def differs_only_in_prediction(folder: str | Path, cfg: ExperimentConfig) -> boo
 
 def rescore_run(folder: str | Path, cfg: ExperimentConfig, data: MNIST) -> dict:
     """The finished run in `folder`, trained as `cfg` says but predicting otherwise, scored again on
-    `data`'s test set as `cfg` predicts: its checkpoint, config.json, test_correct.npy and
-    metrics.json are written again (the weights, training history and run record unchanged), and
-    metrics["rescored"] says with what code, where and what it changed."""
+    `data` (load_data(cfg): the set the run was scored on) as `cfg` predicts. Its checkpoint,
+    config.json, test_correct.npy and metrics.json are written again: the weights, training history
+    and run record stay, the earlier per-image results move to test_correct_before_rescoring.npy,
+    and metrics["rescored"] says with what code and where, and what changed. This is the one other
+    writer of a run's files, for one change only: a run already rescored is refused (train it again)."""
     folder = Path(folder)
     if not differs_only_in_prediction(folder, cfg):
         raise ValueError(f"{folder} holds no finished run that differs from these settings only in how it predicts")
+    old = load_run(folder)
+    if "rescored" in old:
+        raise ValueError(
+            f"{folder} was scored again once already ({old['rescored']['settings']}); a second time would hide "
+            "the first. Fix: train it again with these settings, in another folder"
+        )
+    scored_on = "validation" if cfg.data.validation_size else "test"
+    if old["scored_on"] != scored_on or old["n_test"] != len(data.test_images):
+        raise ValueError(
+            f"{folder} was scored on {old['n_test']:,} {old['scored_on']} images, but `data` holds "
+            f"{len(data.test_images):,} {scored_on} images. Fix: pass load_data(cfg)"
+        )
     model, _ = load_checkpoint(folder / "checkpoint.pt")
     model.cfg.test_shifts = cfg.model.test_shifts
-    old = load_run(folder)
-    metrics = {**old, **test_scores(model, data)}
+    metrics = {k: v for k, v in old.items() if not k.endswith("_single_view")}  # of the earlier prediction
+    metrics.update(test_scores(model, data))
     metrics["rescored"] = {
         **run_info("cpu"),
         "changed": {k: [old.get(k), metrics[k]] for k in ("test_accuracy", "test_error", "test_loss")},
         "settings": {k: getattr(cfg.model, k) for k in PREDICTION_ONLY["model"]},
     }
+    write_npy(folder / "test_correct_before_rescoring.npy", old["test_correct"])
     stored = json.loads((folder / "config.json").read_text())  # its own settings (data_root, n_jobs) stay
     flat = {key: value for section in stored.values() for key, value in section.items()}
     save_run(folder, model, ExperimentConfig().with_overrides(flat, **metrics["rescored"]["settings"]), metrics)

@@ -1,6 +1,6 @@
 """The laptop study (issue 12): the strongest pure Vision Transformer that 2 CPU cores train in an
 hour. The recipe is chosen on a validation split cut from the training set, then trained once on
-all 60,000 training images and tested once; the test set chooses no recipe. (It did decide that
+all 60,000 training images and tested; the test set chooses no recipe. (It did decide that
 the search went on: the first final models fell short of 99.5% on it, and more candidates were
 added, then the prediction from shifted copies, chosen on the same split (test_views). Those
 models stay disclosed, see withdrawn/ below, and so does the final model's single-view score.)
@@ -12,7 +12,7 @@ and one reader), beside build.log, timing.json and results.json as for every pro
                          a held-out twelfth (5,000 images) and scored on that twelfth; the lowest
                          validation error wins (the first listed on a tie), and PRESETS["laptop"]
                          must be the winner
-    candidates/<name>/correct_with_shifts.npy
+    candidates/<name>/correct_with_1px_shifts.npy
                          test_views(): each candidate's weights scored again on the validation
                          split, averaging over the digit and its copies shifted by TEST_SHIFTS px
                          (a bool per image); PRESETS["laptop"]["test_shifts"] must be what the
@@ -96,8 +96,9 @@ CHOSEN_SETTINGS = (*ARCHITECTURE, "epochs", "amp", "aug_elastic_alpha")
 # right. Added, like the elastic candidate, after the final model's 99.47% on the test set.
 TEST_SHIFTS = 1
 INGREDIENT_EPOCHS = 15  # of the winner's schedule: the ablation costs 6 short runs, not 6 hours
-VALIDATION_FRACTION = 12
-SHIFTED_CORRECT = "correct_with_shifts.npy"  # test_views()' file in each candidate's folder  # hold out 1/12 of the training images: 5,000 of 60,000
+VALIDATION_FRACTION = 12  # hold out 1/12 of the training images: 5,000 of 60,000
+# test_views()' file in each candidate's folder, named with the shift so that another one is scored anew.
+SHIFTED_CORRECT = f"correct_with_{TEST_SHIFTS}px_shifts.npy"
 
 
 def recipe_label(config: dict) -> str:
@@ -232,7 +233,8 @@ class LaptopStudy:
         return "checkpoints/laptop" if committed else f"report/{self.study.folder or self.study.profile}/final"
 
     def final(self, data: MNIST | None = None) -> dict:
-        """The recipe trained once on all training images and tested once (read back if it is there)."""
+        """The recipe trained once on all training images and tested (read back if it is there; scored
+        again, not retrained, if only its prediction settings differ: rescore_run)."""
         folder = self.final_folder()
         if data is not None and differs_only_in_prediction(folder, self.config):
             self.study.log(f"Final model: scored again with test_shifts={self.config.model.test_shifts}")
@@ -325,6 +327,12 @@ def gather(laptop: LaptopStudy) -> dict:
     n = final["n_test"]
     lo, hi = wilson_interval(round(final["test_accuracy"] * n), n)
     spread = (hi - lo) / 2  # one seed: the test set's own uncertainty is the spread the report states
+    if "rescored" in final:  # the test number seen before the validation split changed its prediction
+        numbers["final.test_accuracy_before_rescoring"] = _number(
+            final["rescored"]["changed"]["test_accuracy"][0],
+            kind="constant",
+            label="its test accuracy as first scored, before its prediction changed",
+        )
     numbers.update(
         {
             "final.test_accuracy": _number(final["test_accuracy"], spread, label="the laptop model's test accuracy"),

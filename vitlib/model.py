@@ -101,9 +101,11 @@ class ViTConfig:
 def shifted_copies(images: torch.Tensor, pixels: int) -> list[torch.Tensor]:
     """The images (..., H, W) and their copies moved `pixels` down, up, right and left, with zeros
     (the background) coming in at the edge, as digits a little off-centre would look."""
+    h, w = images.shape[-2:]
+    if not isinstance(pixels, int) or not 0 < pixels < min(h, w):
+        raise ValueError(f"shifts must be a whole number of pixels from 1 to {min(h, w) - 1}, got {pixels!r}")
     p = pixels
     padded = F.pad(images, (p, p, p, p))
-    h, w = images.shape[-2:]
     return [images] + [
         padded[..., p - dy : p - dy + h, p - dx : p - dx + w] for dy, dx in ((p, 0), (-p, 0), (0, p), (0, -p))
     ]

@@ -201,15 +201,22 @@ def gaussian_blur_matrix(n: int, sigma: float, device: torch.device) -> torch.Te
 
 @torch.no_grad()
 def evaluate(
-    model: ViT, images: torch.Tensor, labels: torch.Tensor, batch_size: int = EVAL_BATCH, shifts: int | None = None
+    model: ViT,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = EVAL_BATCH,
+    shifts: int | None = None,
+    per_image: bool = False,
 ) -> dict:
     """Mean cross-entropy ("proxy loss") and misclassification error of `model` on uint8 images.
 
     Like the original, the loss is CrossEntropyLoss applied to what the model outputs, so with
     `head_softmax` on it is the loss of the double softmax the original trained with. With shifted
     copies (`shifts`, by default the model's `test_shifts`, > 0) it scores the model's prediction,
-    the probabilities averaged over the copies, and the loss is their negative log-likelihood; the
-    error of the image alone comes with it, from the same pass, as "error_single_view".
+    the probabilities averaged over the copies, and the loss is their negative log-likelihood (for
+    a `head_softmax` model, of its averaged outputs: not comparable with its single-view loss); the
+    error of the image alone comes with it, from the same pass, as "error_single_view". With
+    `per_image`, also "correct": a bool per image, on the CPU.
     """
     device = next(model.parameters()).device
     shifts = model.cfg.test_shifts if shifts is None else shifts
@@ -218,6 +225,7 @@ def evaluate(
     loss_sum = torch.zeros((), device=device)
     wrong = torch.zeros((), device=device, dtype=torch.long)
     wrong_alone = torch.zeros((), device=device, dtype=torch.long)
+    correct = []
     for start in range(0, len(images), batch_size):
         x = to_float(images[start : start + batch_size].to(device))
         y = labels[start : start + batch_size].to(device)
@@ -229,11 +237,18 @@ def evaluate(
         else:
             out = model(x)
             loss_sum += F.cross_entropy(out, y, reduction="sum")
-        wrong += (out.argmax(dim=1) != y).sum()
+        right = out.argmax(dim=1) == y
+        wrong += (~right).sum()
+        if per_image:
+            correct.append(right.cpu())
     model.train(was_training)
     n = len(images)
     scores = {"loss": loss_sum.item() / n, "error": wrong.item() / n}
-    return {**scores, "error_single_view": wrong_alone.item() / n} if shifts else scores
+    if shifts:
+        scores["error_single_view"] = wrong_alone.item() / n
+    if per_image:
+        scores["correct"] = torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool)
+    return scores
 
 
 @torch.no_grad()
