@@ -260,6 +260,12 @@ def rescore_run(folder: str | Path, cfg: ExperimentConfig, data: MNIST) -> dict:
     return load_run(folder)
 
 
+def score_before_rescoring(metrics: dict) -> float | None:
+    """The test accuracy a rescored run had before `rescore_run` changed its prediction (None if
+    it was never rescored): the number that was seen first."""
+    return metrics["rescored"]["changed"]["test_accuracy"][0] if "rescored" in metrics else None
+
+
 def run_folder(out_dir: str | Path, name: str) -> Path:
     """out_dir/<name made filename-safe>: "seed 1" -> seed-1."""
     return Path(out_dir) / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "run")

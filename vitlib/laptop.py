@@ -48,13 +48,14 @@ from .experiment import (
     load_run,
     rescore_run,
     run_folder,
+    score_before_rescoring,
     train_and_test,
 )
 from .results import write_npy
 from .stats import mcnemar, wilson_interval
 from .study import Study, project_root
 from .study import from_parameters as study_from_parameters
-from .train import load_checkpoint, predict
+from .train import evaluate, load_checkpoint
 
 # The recipes compared on the validation split, each sized to train on all 60,000 images within the
 # hour on 2 cores (measured: benchmarks/laptop.py, and the final model's time in the report). A
@@ -192,8 +193,8 @@ class LaptopStudy:
         self.study.log(f"Test views: {name} on the validation split, with {TEST_SHIFTS} px shifted copies")
         model = load_checkpoint(checkpoint)[0]
         validation = load_data(cfg)
-        probs = predict(model, validation.test_images, shifts=TEST_SHIFTS)
-        write_npy(folder / SHIFTED_CORRECT, (probs.argmax(1) == validation.test_labels).numpy())
+        scored = evaluate(model, validation.test_images, validation.test_labels, shifts=TEST_SHIFTS, per_image=True)
+        write_npy(folder / SHIFTED_CORRECT, scored["correct"].numpy())
 
     def chosen_test_shifts(self, candidates: dict[str, dict], views: dict[str, dict]) -> int:
         """TEST_SHIFTS if the shifted copies lower the chosen candidate's validation error, else 0."""
@@ -327,9 +328,9 @@ def gather(laptop: LaptopStudy) -> dict:
     n = final["n_test"]
     lo, hi = wilson_interval(round(final["test_accuracy"] * n), n)
     spread = (hi - lo) / 2  # one seed: the test set's own uncertainty is the spread the report states
-    if "rescored" in final:  # the test number seen before the validation split changed its prediction
+    if (before := score_before_rescoring(final)) is not None:  # seen before the prediction changed
         numbers["final.test_accuracy_before_rescoring"] = _number(
-            final["rescored"]["changed"]["test_accuracy"][0],
+            before,
             kind="constant",
             label="its test accuracy as first scored, before its prediction changed",
         )

@@ -11,6 +11,7 @@ from IPython.display import Markdown
 
 from .config import ExperimentConfig
 from .data import MNIST
+from .experiment import score_before_rescoring
 from .selection import SELECTION_RULE, SelectionResult
 from .stats import mcnemar, mean_std, t_interval, wilson_interval
 from .tables import Table
@@ -714,10 +715,9 @@ def withdrawn_note(withdrawn: dict[str, dict], final: dict) -> Markdown:
         + f" The recipe of Table 1 ({_plural(len(final['history']), 'epoch')}) was then trained once, "
         f"in {_minutes(final['train_seconds'])}: the model of Table 4. "
         + (
-            f"Its own first score, {final['rescored']['changed']['test_accuracy'][0]:.2%} reading each digit "
-            "alone, fell short too; only then were the elastic candidate and the shifted copies tried on the "
-            "validation split (Sections 2 and 2.1). "
-            if "rescored" in final
+            f"Its own first score, {before:.2%} reading each digit alone, fell short too; only then were the "
+            "elastic candidate and the shifted copies tried on the validation split (Sections 2 and 2.1). "
+            if (before := score_before_rescoring(final)) is not None
             else ""
         )
         + "Every test number above has been seen; none of them ranked the candidates or set the prediction."
