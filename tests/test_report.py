@@ -1,3 +1,5 @@
+import shutil
+
 import pandas as pd
 import pytest
 
@@ -96,3 +98,81 @@ def test_ablation_prose_is_computed_and_names_the_least_stable_row():
     assert "(2,450 parameters against 1,530)" in text
     steady = {"with the bug": _runs(0.70, 0.70, 0.70), "fixed": _runs(0.80, 0.90, 0.85), "modern": _runs(0.9, 0.9, 0.9)}
     assert "widest spread over seeds is that of *fixed*" in ablation_conclusion(steady, 0.73, table=7).data
+
+
+def _figure_notebook(pairs: int):
+    """A notebook of text, figures and their captions, each figure at a different height on its page."""
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import nbformat
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot([0, 1], [1, 0])
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=50)
+    plt.close(fig)
+    png = base64.b64encode(png.getvalue()).decode()
+    nb = nbformat.v4.new_notebook()
+    for i in range(1, pairs + 1):
+        words = " ".join(f"word{k}" for k in range(25 * i))  # a different amount of text before each figure
+        nb.cells.append(nbformat.v4.new_markdown_cell(words))
+        figure = nbformat.v4.new_output("display_data", data={"image/png": png, "text/plain": "<Figure>"})
+        caption = (
+            f"**Figure {i}.** " + " ".join(["A caption long enough to take three lines."] * 5) + f" Caption{i}ends."
+        )
+        # as in the notebooks: the figure ends one cell, its caption starts the next
+        nb.cells.append(nbformat.v4.new_code_cell("plot()", outputs=[figure]))
+        nb.cells.append(
+            nbformat.v4.new_code_cell(
+                "caption()", outputs=[nbformat.v4.new_output("display_data", data={"text/markdown": caption})]
+            )
+        )
+    return nb
+
+
+def test_latex_keeps_each_caption_in_one_block_with_its_figure():
+    from nbconvert import LatexExporter
+
+    from vitlib.build import pdf_settings
+
+    nb = _figure_notebook(2)
+    nb.cells.insert(1, nb.cells.pop(0))  # text between the first figure and its caption: left alone
+    latex, _ = LatexExporter(**pdf_settings()).from_notebook_node(nb)
+    latex = latex.split(r"\begin{document}")[1]  # the body
+    blocks = latex.split(r"\begin{minipage}")[1:]
+    assert len(blocks) == 1, "only the figure shown right before its caption is joined with it"
+    block = blocks[0].split(r"\end{minipage}")[0]
+    assert r"\adjustimage" in block and r"\textbf{Figure 2.}" in block and "Caption2ends." in block
+    assert r"\textbf{Figure 1.}" in latex.split(r"\begin{minipage}")[0]  # still there, as text
+
+
+@pytest.mark.skipif(
+    not all(shutil.which(t) for t in ("xelatex", "pandoc", "pdftotext", "pdfimages")),
+    reason="needs xelatex, pandoc and poppler-utils (make report says which packages)",
+)
+def test_pdf_never_breaks_a_page_between_a_figure_and_the_end_of_its_caption(tmp_path):
+    import subprocess
+
+    from nbconvert import PDFExporter
+
+    from vitlib.build import pdf_settings
+
+    pairs = 12
+    pdf, _ = PDFExporter(**pdf_settings()).from_notebook_node(_figure_notebook(pairs))
+    (tmp_path / "t.pdf").write_bytes(pdf)
+    listing = subprocess.run(["pdfimages", "-list", str(tmp_path / "t.pdf")], capture_output=True, text=True)
+    image_pages = [int(line.split()[0]) for line in listing.stdout.splitlines()[2:] if line.split()[2] == "image"]
+    text = subprocess.run(["pdftotext", str(tmp_path / "t.pdf"), "-"], capture_output=True, text=True).stdout
+    pages = text.split("\f")
+    assert len(image_pages) == pairs and len(pages) > 3  # the figures fall at many places on many pages
+
+    def page_of(needle):
+        return next(n for n, page in enumerate(pages, start=1) if needle in page)
+
+    for i, page in enumerate(image_pages, start=1):
+        assert page_of(f"Figure {i}.") == page == page_of(f"Caption{i}ends."), f"figure {i} split from its caption"

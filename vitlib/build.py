@@ -201,6 +201,63 @@ def combine(notebooks: list[Path], title: str):
     return combined
 
 
+FIGURE_CAPTION = "**Figure "  # how `report.caption` starts a figure's caption
+
+
+def keep_captions_with_figures(nb):
+    """For the PDF: set each figure and the caption displayed right after it (in the same cell or
+    the next, with nothing between) as one unbreakable block. Otherwise LaTeX may end a page
+    between the two, or inside the caption. Runs after nbconvert has extracted the images to files.
+    """
+    from nbconvert.filters.pandoc import convert_pandoc
+
+    figure = None  # the last output shown, while it is a figure
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            figure = None
+            continue
+        kept = []
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            caption = data.get("text/markdown", "")
+            if (
+                figure is not None
+                and caption.startswith(FIGURE_CAPTION)
+                and set(data) <= {"text/markdown", "text/plain"}
+            ):
+                image = figure["metadata"]["filenames"]["image/png"]
+                figure["data"] = {
+                    "text/latex": "\n".join(
+                        [
+                            r"\par\noindent\begin{minipage}{\linewidth}",
+                            rf"{{\centering\adjustimage{{max size={{0.9\linewidth}}{{0.85\textheight}}}}{{{image}}}\par}}",
+                            r"\vspace{4pt}",
+                            convert_pandoc(caption, "markdown+tex_math_double_backslash", "latex").strip(),
+                            r"\end{minipage}",
+                            r"\par\medskip",
+                        ]
+                    )
+                }
+                figure = None
+                continue  # the caption now lives in the figure's block
+            kept.append(output)
+            shown = output.get("output_type") in ("display_data", "execute_result")
+            figure = output if shown and "image/png" in data and "filenames" in output.get("metadata", {}) else None
+        cell.outputs = kept
+    return nb
+
+
+def pdf_settings() -> dict:
+    """nbconvert's settings for report.pdf (its LaTeX exporter takes the same)."""
+    return dict(
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+        raw_mimetypes=["text/latex"],  # its default would drop LaTeX raw cells
+        preprocessors=[lambda nb, resources: (keep_captions_with_figures(nb), resources)],
+    )
+
+
 def render(profile: str, pdf: bool = True, params_file: Path | None = None) -> dict:
     """report.html and report.pdf (code hidden) plus one HTML per notebook (with code)."""
     import nbformat
@@ -226,7 +283,9 @@ def render(profile: str, pdf: bool = True, params_file: Path | None = None) -> d
     hidden = dict(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     # The PDF's title comes from the metadata (\maketitle); the HTML page needs it as a heading.
     page = nbformat.from_dict(combined)
-    page.cells = [nbformat.v4.new_markdown_cell(f"<h1>{html.escape(title)}</h1>")] + page.cells
+    page.cells = [
+        nbformat.v4.new_markdown_cell(f"<h1>{html.escape(title)}</h1>", id="report-title")
+    ] + page.cells  # a fixed id keeps the HTML the same from build to build
     body, _ = HTMLExporter(**hidden).from_notebook_node(page, resources={"metadata": {"name": title}})
     (out / "report.html").write_text(body)
     written["html"] = out / "report.html"
@@ -244,7 +303,7 @@ def render(profile: str, pdf: bool = True, params_file: Path | None = None) -> d
             )
         else:
             print("Rendering the PDF with XeLaTeX ...", flush=True)
-            exporter = PDFExporter(**hidden, raw_mimetypes=["text/latex"])  # its default would drop LaTeX raw cells
+            exporter = PDFExporter(**pdf_settings())
             data, _ = exporter.from_notebook_node(combined, resources={"metadata": {"name": title}})
             (out / "report.pdf").write_bytes(data)
             written["pdf"] = out / "report.pdf"

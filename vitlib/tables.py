@@ -55,9 +55,11 @@ class Table:
                 r"\begin{center}\begin{minipage}{\linewidth}\centering",
                 caption + r"\\[4pt]",
                 r"{\small\setlength{\tabcolsep}{4pt}",
+                r"\begin{adjustbox}{max width=\linewidth}",  # a wide table shrinks to the text width
                 rf"\begin{{tabular}}{{{columns}}}",
                 *body,
-                r"\end{tabular}}",
+                r"\end{tabular}",
+                r"\end{adjustbox}}",
                 r"\end{minipage}\end{center}",
             ]
         )
