@@ -247,12 +247,13 @@ def keep_captions_with_figures(nb):
     return nb
 
 
+CODE_HIDDEN = dict(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)  # report.{html,pdf}
+
+
 def pdf_settings() -> dict:
     """nbconvert's settings for report.pdf (its LaTeX exporter takes the same)."""
     return dict(
-        exclude_input=True,
-        exclude_input_prompt=True,
-        exclude_output_prompt=True,
+        **CODE_HIDDEN,
         raw_mimetypes=["text/latex"],  # its default would drop LaTeX raw cells
         preprocessors=[lambda nb, resources: (keep_captions_with_figures(nb), resources)],
     )
@@ -280,13 +281,12 @@ def render(profile: str, pdf: bool = True, params_file: Path | None = None) -> d
     combined = combine(executed, title)
     nbformat.write(combined, str(out / "report.ipynb"))
     written = {}
-    hidden = dict(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     # The PDF's title comes from the metadata (\maketitle); the HTML page needs it as a heading.
     page = nbformat.from_dict(combined)
     page.cells = [
         nbformat.v4.new_markdown_cell(f"<h1>{html.escape(title)}</h1>", id="report-title")
     ] + page.cells  # a fixed id keeps the HTML the same from build to build
-    body, _ = HTMLExporter(**hidden).from_notebook_node(page, resources={"metadata": {"name": title}})
+    body, _ = HTMLExporter(**CODE_HIDDEN).from_notebook_node(page, resources={"metadata": {"name": title}})
     (out / "report.html").write_text(body)
     written["html"] = out / "report.html"
     for path in executed:
