@@ -250,3 +250,23 @@ def test_on_a_tie_the_candidate_listed_first_is_chosen():
     names = list(laptop.CANDIDATES)
     assert study.chosen({name: _fake(0.0044) for name in names}) == names[0]
     assert study.chosen({name: _fake(0.0044) for name in reversed(names)}) == names[-1]
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists() or shutil.which("git") is None, reason="needs a git checkout")
+def test_a_fresh_clone_has_everything_the_laptop_report_reads_back():
+    """The laptop report re-renders from committed files, not from hours of training: the validation
+    runs' results and the wall time of the builds that trained them (timing.json, in Table 6).
+    An ignored one would be missing from a fresh clone, and the rebuilt report would drop its numbers."""
+    folder = ROOT / "report" / "laptop"
+    runs = [
+        p.relative_to(ROOT)
+        for stage in ("candidates", "ingredients", "withdrawn")
+        for p in sorted((folder / stage).glob("*/*"))
+        if p.name != "checkpoint.pt"  # the weights stay out (the final model's are in checkpoints/laptop)
+    ]
+    assert len(runs) > 30
+    needed = [str(p) for p in (folder.relative_to(ROOT) / "timing.json", *runs)]
+    ignored = subprocess.run(["git", "check-ignore", *needed], cwd=ROOT, capture_output=True, text=True).stdout
+    assert ignored.split() == []
+    timing = json.loads((folder / "timing.json").read_text())
+    assert {"candidates_seconds", "ingredients_seconds"} <= set(timing)

@@ -6,7 +6,8 @@ added, then the prediction from shifted copies, chosen on the same split (test_v
 models stay disclosed, see withdrawn/ below, and so does the final model's single-view score.)
 
 Notebook 05 runs it for the `laptop` profile. Under report/laptop/ (each file has one writer here
-and one reader), beside build.log, timing.json and results.json as for every profile:
+and one reader), beside build.log, timing.json and results.json as for every profile (timing.json is
+committed here, with the validation runs whose wall time it keeps):
 
     candidates/<name>/   candidates(): each recipe of CANDIDATES trained on the training set less
                          a held-out twelfth (5,000 images) and scored on that twelfth; the lowest
