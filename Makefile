@@ -51,13 +51,16 @@ clean: ## Remove runs and caches (keeps .venv and data)
 
 PROFILE ?= seed
 
-.PHONY: report check-report readme lab bench
+.PHONY: report check-report promote readme lab bench
 
-report: data ## Run the notebooks with params/$(PROFILE).yaml and render report/$(PROFILE)/report.{html,pdf}
+report: data ## Build params/$(PROFILE).yaml's report into build/$(PROFILE)/ and compare its numbers with the committed report/$(PROFILE)/
 	PYTHONUNBUFFERED=1 $(PY) -m vitlib report --profile $(PROFILE)
 
-check-report: data ## Rebuild report/$(PROFILE)/ from scratch in a temporary folder and compare every number with the committed results.json
+check-report: data ## Rebuild $(PROFILE) from scratch in a temporary folder; fail if a number moved beyond tolerance from report/$(PROFILE)/
 	$(PY) -m vitlib check-report --profile $(PROFILE)
+
+promote: setup ## Maintainers: make build/$(PROFILE)/ the committed reference report/$(PROFILE)/ (then review, make readme, commit)
+	$(PY) -m vitlib promote --profile $(PROFILE)
 
 readme: setup ## Refresh the README's generated headline from the committed report/*/results.json
 	$(PY) -c "from pathlib import Path; from vitlib.headline import update_readme; print('README.md updated' if update_readme(Path('README.md'), Path('report')) else 'README.md already up to date')"

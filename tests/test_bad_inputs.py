@@ -218,6 +218,7 @@ def cases():
         None,
         "results file {root}/report/smoke/results.json does not exist",
     )
+    yield ("promote-nothing-built", ["promote", "--profile", "smoke"], None, "nothing complete to promote")
 
 
 CASES = list(cases())
@@ -269,7 +270,7 @@ def _check_case(argv, kind, expect, good, folder, capsys, monkeypatch):
         raise AssertionError("the bad input was not noticed before the notebooks started")
 
     monkeypatch.setattr(papermill, "execute_notebook", no_notebooks)
-    monkeypatch.setenv("VITLIB_REPORT_DIR", str(folder / ("locked" if kind == "unwritable" else "reports")))
+    monkeypatch.setenv("VITLIB_BUILD_DIR", str(folder / ("locked" if kind == "unwritable" else "reports")))
     likes = {
         "checkpoint": values["ckpt"],
         "image": values["png"],

@@ -166,7 +166,7 @@ def test_the_laptop_notebook_runs_end_to_end_on_a_slice(tmp_path):
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env={**os.environ, "VITLIB_REPORT_DIR": str(tmp_path / "report")},
+        env={**os.environ, "VITLIB_BUILD_DIR": str(tmp_path / "report")},
         timeout=1200,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

@@ -59,7 +59,7 @@ def smoke_report(tmp_path_factory):
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env={**os.environ, "VITLIB_REPORT_DIR": str(out)},
+        env={**os.environ, "VITLIB_BUILD_DIR": str(out)},
         timeout=1800,
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
@@ -78,6 +78,9 @@ def test_the_terminal_shows_progress_and_no_kernel_noise(smoke_report):
     assert "[1/9] original (head softmax" in terminal
     assert "without encryption" not in terminal and "Traceback" not in terminal
     assert "Model selection: 2 configs x 2 folds" in (out / "build.log").read_text()
+    # where the report is, and that smoke has no committed reference to compare with
+    assert f"Your report: {out / 'report.pdf'} and {out / 'report.html'}" in terminal or not shutil.which("xelatex")
+    assert "No committed reference for the smoke profile" in terminal
 
 
 def test_notebooks_run_with_the_smoke_profile(smoke_report):
@@ -150,7 +153,7 @@ def test_pdf_is_made(smoke_report):
 
 def notebook_error(notebook: Path, parameters: dict, tmp_path, monkeypatch) -> str:
     """Run one notebook expecting it to fail; return papermill's error text."""
-    monkeypatch.setenv("VITLIB_REPORT_DIR", str(tmp_path))
+    monkeypatch.setenv("VITLIB_BUILD_DIR", str(tmp_path))
     with pytest.raises(pm.PapermillExecutionError) as err:
         pm.execute_notebook(
             str(notebook),
@@ -222,8 +225,8 @@ def test_an_interrupted_build_resumes_to_the_same_numbers(smoke_report, tmp_path
     the end: the finished trials and runs are picked up and every number equals an uninterrupted
     build's. Nothing half-written is taken for finished."""
     out, terminal = tmp_path / "smoke", tmp_path / "terminal.txt"
-    marker = f"VITLIB_REPORT_DIR={tmp_path}"
-    env = {**os.environ, "VITLIB_REPORT_DIR": str(tmp_path)}
+    marker = f"VITLIB_BUILD_DIR={tmp_path}"
+    env = {**os.environ, "VITLIB_BUILD_DIR": str(tmp_path)}
     command = [sys.executable, "-m", "vitlib", "report", "--profile", "smoke", "--no-pdf"]
 
     def start():
@@ -257,10 +260,9 @@ def test_an_interrupted_build_resumes_to_the_same_numbers(smoke_report, tmp_path
     assert "Resuming: " in (out / "build.log").read_text() or "Resuming: " in said
     assert "Reusing " in said
     from vitlib import findings
+    from vitlib.compare import compare
 
-    table, same_machine = findings.compare(
-        findings.load(smoke_report[0] / "results.json"), findings.load(out / "results.json")
-    )
+    table, same_machine = compare(findings.load(smoke_report[0] / "results.json"), findings.load(out / "results.json"))
     assert same_machine and table["ok"].all(), table[~table["ok"]].to_string()
 
 
@@ -274,7 +276,7 @@ def _run_by_hand(notebook: Path, edits: dict, report_dir: Path, monkeypatch) -> 
     for name, value in edits.items():
         cell.source, n = re.subn(rf"^{name} = .*$", f"{name} = {value!r}", cell.source, flags=re.M)
         assert n == 1, name
-    monkeypatch.setenv("VITLIB_REPORT_DIR", str(report_dir))
+    monkeypatch.setenv("VITLIB_BUILD_DIR", str(report_dir))
     NotebookClient(
         nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}
     ).execute()
@@ -301,8 +303,6 @@ def test_a_notebook_with_a_changed_setting_keeps_its_results_apart(tmp_path, mon
     (folder,) = [p for p in tmp_path.iterdir() if p.name != "smoke"]
     assert re.fullmatch(r"smoke-[0-9a-f]{8}", folder.name) and (folder / "selection" / "selection.json").is_file()
     said = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert (
-        f"differ from params/smoke.yaml (lr), so they give other numbers: results go to report/{folder.name}/" in said
-    )
+    assert f"differ from params/smoke.yaml (lr), so they give other numbers: results go to build/{folder.name}/" in said
     settings = json.loads((folder / "selection" / "selection.json").read_text())
     assert "0.001" in json.dumps(settings)

@@ -1,6 +1,7 @@
 """Building the report: execute the notebooks with papermill and a profile's parameters into
-report/<profile>/, then render them with nbconvert into report.html and report.pdf (code hidden,
-findings first) and one HTML per notebook (with code).
+build/<profile>/, then render them with nbconvert into report.html and report.pdf (code hidden,
+findings first) and one HTML per notebook (with code). `vitlib.rebuild` sets the build against the
+committed reference in report/<profile>/.
 
 While the notebooks run, the terminal shows their progress (report/<profile>/build.log) and
 nothing else: what the Jupyter kernels print to their own stderr goes to kernel.log.
@@ -20,7 +21,9 @@ from pathlib import Path
 
 from .config import load_yaml
 from .files import writable_folder
-from .study import BATCH_ENV, Study, from_parameters, project_root
+from .study import BATCH_ENV, Study, from_parameters, project_root, reference_dir
+
+RENDERED = ("report.pdf", "report.html", "results.json")  # what a build makes that the reference commits
 
 
 def report_order(notebooks: list[str]) -> list[str]:
@@ -38,7 +41,7 @@ PDF_PACKAGES = "texlive-xetex texlive-fonts-recommended texlive-plain-generic pa
 def profile_parameters(profile: str, params_file: Path | None = None, quiet: bool = False) -> tuple[dict, Study]:
     """The notebook parameters of a profile (params/<profile>.yaml, or `params_file`), validated,
     and its study: which notebooks run it and where it keeps results and executed notebooks
-    (`study.out`: report/<profile>/, or report/<profile>-<hash>/ when a parameter file gives other
+    (`study.out`: build/<profile>/, or build/<profile>-<hash>/ when a parameter file gives other
     numbers than the profile's, said in one line unless `quiet`)."""
     root = project_root()
     if params_file is None:
@@ -59,14 +62,21 @@ def _say(line: str) -> None:
     print(line, flush=True)  # a pipe or a CI log shows progress as it happens, not at the end
 
 
-def execute(profile: str, params_file: Path | None = None, echo=_say) -> list[Path]:
-    """Run the notebooks with papermill and the profile's parameters into report/<profile>/,
-    showing their progress lines with `echo`."""
+def execute(profile: str, params_file: Path | None = None, echo=_say, resume_from_reference: bool = True) -> list[Path]:
+    """Run the notebooks with papermill and the profile's parameters into build/<profile>/,
+    showing their progress lines with `echo`. Unless `resume_from_reference` is off, the build
+    starts from the saved runs committed in report/<profile>/ (where runs took hours)."""
     import papermill as pm
 
     params, study = profile_parameters(profile, params_file)
     root, notebooks = project_root(), study.notebooks
-    out = writable_folder(study.out, "report folder")
+    out = writable_folder(study.out, "build folder")
+    if resume_from_reference and study.folder == profile:
+        copied = copy_saved_runs(reference_dir(profile), out)
+        if copied:
+            echo(
+                f"Starting from the {copied} saved result files committed in {reference_dir(profile).relative_to(root)}/"
+            )
     # A new log; timing.json stays, so that stages read back keep the wall time of the build that
     # computed them; results.json is replaced only when the build finishes.
     (out / "build.log").unlink(missing_ok=True)
@@ -310,55 +320,19 @@ def render(profile: str, pdf: bool = True, params_file: Path | None = None) -> d
     return written
 
 
-def check(profile: str, echo=_say) -> bool:
-    """Rebuild a profile from scratch in a temporary folder and compare every number of its
-    results.json with the committed one; print the comparison; True when every number holds."""
-    import tempfile
-
-    import pandas as pd
-
-    from . import findings
-
-    profile_parameters(profile, quiet=True)  # an unknown profile is named as such
-    committed_path = project_root() / "report" / profile / "results.json"
-    committed = findings.load(committed_path)
-    with tempfile.TemporaryDirectory(prefix=f"vitlib-check-{profile}-") as tmp:
-        before = os.environ.get("VITLIB_REPORT_DIR")
-        os.environ["VITLIB_REPORT_DIR"] = tmp
-        try:
-            echo(f"Rebuilding the {profile} profile from scratch in {tmp} ...")
-            execute(profile, echo=echo)
-            rebuilt = findings.load(Path(tmp) / profile / "results.json")
-        finally:
-            if before is None:
-                os.environ.pop("VITLIB_REPORT_DIR", None)
-            else:
-                os.environ["VITLIB_REPORT_DIR"] = before
-    table, same = findings.compare(committed, rebuilt)
-    shown = table.assign(
-        **{c: table[c].map(_show) for c in ("committed", "rebuilt", "difference", "tolerance")},
-        ok=table["ok"].map({True: "ok", False: "MOVED"}),
-    )
-    with pd.option_context("display.width", 200, "display.max_rows", None, "display.max_colwidth", 60):
-        echo(shown.to_string(index=False))
-    was, now = committed["built"]["machine"], rebuilt["built"]["machine"]
-    if same:
-        echo(f"Same machine and libraries as the committed build ({was['cpu']}): every number must be identical.")
-    else:
-        differ = ", ".join(f"{k} {was.get(k)!r} -> {now.get(k)!r}" for k in now if was.get(k) != now.get(k))
-        echo(
-            f"Another machine or library version than the committed build ({differ}): numbers may move by float "
-            f"rounding, up to twice the spread the report states for each (seeds or folds)."
-        )
-    moved = int((~table["ok"]).sum())
-    echo(
-        f"check-report {profile}: {len(table) - moved} of {len(table)} numbers hold"
-        + (f"; {moved} moved beyond tolerance" if moved else "")
-    )
-    return moved == 0
-
-
-def _show(value) -> str:
-    if isinstance(value, float):
-        return f"{value:+.6g}" if value and abs(value) < 1e-3 else f"{value:.6g}"
-    return "" if value is None else str(value)
+def copy_saved_runs(reference: Path, out: Path) -> int:
+    """Copy what report/<profile>/ commits besides the rendered report (saved runs, their wall
+    times) into the build folder, each file only where the build has none; how many were copied."""
+    copied = 0
+    if not reference.is_dir():
+        return 0
+    for source in sorted(reference.rglob("*")):
+        relative = source.relative_to(reference)
+        if source.is_dir() or str(relative) in RENDERED:
+            continue
+        target = out / relative
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+            copied += 1
+    return copied

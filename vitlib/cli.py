@@ -1,4 +1,4 @@
-"""Command line: `python -m vitlib {data,train,select,evaluate,predict,report,check-report} --help`.
+"""Command line: `python -m vitlib {data,train,select,evaluate,predict,report,check-report,promote} --help`.
 
 Every setting of `ExperimentConfig` is a flag (`--epochs 1`, `--head-softmax`), applied on top of
 a preset (`--preset seed`) and an optional YAML file (`--config my.yaml`).
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from .build import NotebookFailed
+from . import rebuild
+from .build import NotebookFailed, execute, profile_parameters, render
 from .config import FIELD_SECTION, PRESETS, SECTIONS, build_config
 from .data import MNISTError
 from .files import writable_folder
@@ -175,20 +176,18 @@ def cmd_predict(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from .build import execute, render
-
     if not args.render_only:
         execute(args.profile, args.params)
-    written = render(args.profile, pdf=not args.no_pdf, params_file=args.params)
-    print(
-        "wrote " + ", ".join(str(p) for p in written.values()) + f" (and per-notebook HTML in {written['html'].parent})"
-    )
+    render(args.profile, pdf=not args.no_pdf, params_file=args.params)
+    rebuild.summarize(profile_parameters(args.profile, args.params, quiet=True)[1])
 
 
 def cmd_check_report(args) -> int:
-    from .build import check
+    return 0 if rebuild.check(args.profile) else 1
 
-    return 0 if check(args.profile) else 1
+
+def cmd_promote(args) -> None:
+    rebuild.promote(args.profile)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,8 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         allow_abbrev=False,
         help="execute the notebooks and render the report",
-        description="Execute the notebooks with papermill into report/PROFILE/ and render "
-        "report.html and report.pdf with nbconvert.",
+        description="Execute the notebooks with papermill into build/PROFILE/, render report.html and "
+        "report.pdf there with nbconvert, and compare its numbers with the committed reference "
+        "report/PROFILE/results.json (which it leaves as it is).",
     )
     p.add_argument("--profile", default="seed", help="parameter profile params/PROFILE.yaml (default: seed)")
     p.add_argument("--params", type=Path, help="another parameter file instead of params/PROFILE.yaml")
@@ -265,12 +265,24 @@ def build_parser() -> argparse.ArgumentParser:
         "check-report",
         allow_abbrev=False,
         help="rebuild a profile and compare it with the committed one",
-        description="Rebuild report/PROFILE/ from scratch in a temporary folder and compare every number "
-        "of its results.json with the committed one (exit status 1 if one moved beyond "
-        "tolerance: none on the machine that built it, twice the stated spread elsewhere).",
+        description="Rebuild PROFILE from scratch in a temporary folder and compare every number "
+        "of its results.json with the committed report/PROFILE/results.json (exit status 1 if one "
+        "moved beyond tolerance: none on the machine that built it; on another CPU, the rule in "
+        "report/README.md).",
     )
     p.add_argument("--profile", default="seed", help="parameter profile params/PROFILE.yaml (default: seed)")
     p.set_defaults(func=cmd_check_report)
+
+    p = sub.add_parser(
+        "promote",
+        allow_abbrev=False,
+        help="make a profile's build the committed reference",
+        description="Copy build/PROFILE/'s report.pdf, report.html and results.json (and the saved runs "
+        "the reference keeps) into report/PROFILE/, the committed reference. For maintainers; "
+        "review with git diff, then run `make readme` and commit.",
+    )
+    p.add_argument("--profile", default="seed", help="parameter profile params/PROFILE.yaml (default: seed)")
+    p.set_defaults(func=cmd_promote)
     return parser
 
 

@@ -1,10 +1,10 @@
 """Every number the report states, in one file per profile: `report/<profile>/results.json`.
 
 `gather` collects them from a study's saved results and `save` writes the file (notebook 04 does
-both, last); `load` reads it (the report's headline, the README test, `check-report`). `compare`
-sets a rebuilt file against the committed one: on the machine that built it (same CPU, same
-libraries) every number must come out identical; elsewhere float rounding may move a number, but
-not by more than twice the spread the report states for it (seeds or folds, mean ± std).
+both, last); `load` reads it (the report's headline, the README test, `vitlib.rebuild`). Each
+number has a value, the spread the report states for it (seeds or folds), a kind and a label; its
+name says what it is (`.mean`, `.std`, `.ci_low`, `.effect[...]`), which `vitlib.compare` reads to
+judge how far another CPU may move it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .files import readable_file
 from .results import write_json
@@ -223,31 +222,3 @@ def load(path: Path) -> dict:
             f"Fix: rebuild it (`make report`), or restore it with `git checkout -- {path}`"
         )
     return results
-
-
-def compare(committed: dict, rebuilt: dict) -> tuple[pd.DataFrame, bool]:
-    """One row per number: committed, rebuilt, difference, tolerance, ok; and whether the machines match."""
-    same = committed["built"]["machine"] == rebuilt["built"]["machine"]
-    rows = []
-    for name, c in committed["numbers"].items():
-        r = rebuilt["numbers"].get(name)
-        if r is None:
-            rows.append((name, c["value"], None, None, "missing", False))
-            continue
-        if c["kind"] == "text" or isinstance(c["value"], str):
-            ok = c["value"] == r["value"] or not same
-            rows.append((name, c["value"], r["value"], "", "equal" if same else "not checked here", ok))
-            continue
-        diff = r["value"] - c["value"]
-        if same or c["kind"] in ("count", "constant"):
-            tolerance, ok = 0.0, diff == 0
-        elif c["spread"] is not None and np.isfinite(c["spread"]):
-            tolerance = 2 * c["spread"]
-            ok = abs(diff) <= tolerance
-        else:
-            tolerance, ok = None, True
-        rows.append(
-            (name, c["value"], r["value"], diff, tolerance if tolerance is not None else "not checked here", ok)
-        )
-    table = pd.DataFrame(rows, columns=["number", "committed", "rebuilt", "difference", "tolerance", "ok"])
-    return table, same

@@ -5,9 +5,9 @@ the search went on: the first final models fell short of 99.5% on it, and more c
 added, then the prediction from shifted copies, chosen on the same split (test_views). Those
 models stay disclosed, see withdrawn/ below, and so does the final model's single-view score.)
 
-Notebook 05 runs it for the `laptop` profile. Under report/laptop/ (each file has one writer here
-and one reader), beside build.log, timing.json and results.json as for every profile (timing.json is
-committed here, with the validation runs whose wall time it keeps):
+Notebook 05 runs it for the `laptop` profile. Under build/laptop/ (each file has one writer here
+and one reader), beside build.log, timing.json and results.json as for every profile; the validation
+runs' results and timing.json are committed in report/laptop/, and a build starts from a copy:
 
     candidates/<name>/   candidates(): each recipe of CANDIDATES trained on the training set less
                          a held-out twelfth (5,000 images) and scored on that twelfth; the lowest
@@ -27,7 +27,7 @@ committed here, with the validation runs whose wall time it keeps):
 
 The final model is committed in checkpoints/laptop/: `python -m vitlib train --preset laptop
 --out checkpoints/laptop` writes it, and final() trains it there or reads it back. (A study of
-other numbers, or one in $VITLIB_REPORT_DIR, keeps its final model in its own final/ folder.)
+other numbers, or one in $VITLIB_BUILD_DIR, keeps its final model in its own final/ folder.)
 """
 
 from __future__ import annotations
@@ -225,14 +225,14 @@ class LaptopStudy:
 
     def final_folder(self) -> Path:
         root = project_root()
-        if self.study.out.resolve() == (root / "report" / "laptop").resolve():
+        if self.study.out.resolve() == (root / "build" / "laptop").resolve():
             return root / "checkpoints" / "laptop"
         return self.study.out / "final"
 
     def final_label(self) -> str:
         """The final model's folder as the report names it, relative to the project."""
         committed = self.final_folder().name == "laptop"
-        return "checkpoints/laptop" if committed else f"report/{self.study.folder or self.study.profile}/final"
+        return "checkpoints/laptop" if committed else f"build/{self.study.folder or self.study.profile}/final"
 
     def final(self, data: MNIST | None = None) -> dict:
         """The recipe trained once on all training images and tested (read back if it is there; scored

@@ -79,8 +79,8 @@ def position_text(similarity, embed_dim: int, kind: str) -> Markdown:
 
 def checkpoint_note(folder: str) -> Markdown:
     return Markdown(
-        f"The checkpoint, its configuration and metrics are in `report/{folder}/final/`; "
-        f"`python -m vitlib evaluate report/{folder}/final/checkpoint.pt` scores it again."
+        f"A build keeps the checkpoint, its configuration and metrics in `build/{folder}/final/`; "
+        f"`python -m vitlib evaluate build/{folder}/final/checkpoint.pt` scores it again."
     )
 
 

@@ -1,7 +1,8 @@
 """The study a profile runs, stage by stage, and where each stage keeps its results.
 
 A notebook validates its parameters into a `Study` (`from_parameters(globals())`) and calls one
-stage per section. Under `report/<profile>/` (each file has one writer here and one reader):
+stage per section. A build works in `build/<profile>/` (ignored by git; the committed reference is
+`report/<profile>/`, see `vitlib.rebuild`). There (each file has one writer here and one reader):
 
     selection/             select() writes trials/, selection.json (+ CSVs); selection() reads it
     final/                 final() trains the selected config; final_model() and final() read it
@@ -58,9 +59,17 @@ def project_root() -> Path:
     return Path.cwd()
 
 
-def results_dir(profile: str) -> Path:
-    """report/<profile>/, or <$VITLIB_REPORT_DIR>/<profile>/ when that is set (tests use it)."""
-    return Path(os.environ.get("VITLIB_REPORT_DIR") or project_root() / "report") / profile
+BUILD_ENV = "VITLIB_BUILD_DIR"  # another folder for the builds than the project's build/ (tests use it)
+
+
+def build_dir(profile: str) -> Path:
+    """Where a build of the profile works and writes its report: build/<profile>/ (or under $VITLIB_BUILD_DIR)."""
+    return Path(os.environ.get(BUILD_ENV) or project_root() / "build") / profile
+
+
+def reference_dir(profile: str) -> Path:
+    """The profile's committed reference: report/<profile>/ (a build never writes there)."""
+    return project_root() / "report" / profile
 
 
 @dataclass
@@ -68,12 +77,12 @@ class Study:
     profile: str
     preset: str
     config: ExperimentConfig
-    folder: str = ""  # results folder under report/: the profile's name, or <profile>-<hash> for other numbers
+    folder: str = ""  # its folder under build/: the profile's name, or <profile>-<hash> for other numbers
     sources: dict = field(default_factory=dict)  # setting -> where its value came from, if not the preset
 
     @property
     def out(self) -> Path:
-        return results_dir(self.folder or self.profile)
+        return build_dir(self.folder or self.profile)
 
     @property
     def notebooks(self) -> list[str]:
@@ -227,7 +236,7 @@ def from_parameters(namespace: dict) -> Study:
     the preset, then params/<profile>.yaml, then the cell's own values that are not its defaults.
 
     A study whose settings would give other numbers than its profile's (a changed learning rate,
-    say) keeps its results in report/<profile>-<hash>/, never in the profile's folder; settings
+    say) keeps its results in build/<profile>-<hash>/, never in the profile's folder; settings
     that only say how it runs (workers, backend, data folder) do not count.
 
     papermill only warns about parameters a notebook does not declare; here any variable that is
@@ -265,7 +274,7 @@ def from_parameters(namespace: dict) -> Study:
             folder = f"{profile}-{digest}"
             print(
                 f"These settings differ from {where} ({', '.join(changed)}), so they give other numbers: "
-                f"results go to report/{folder}/, and report/{profile}/ is left as it is.",
+                f"results go to build/{folder}/, and build/{profile}/ is left as it is.",
                 flush=True,
             )
     return Study(profile, preset, config, folder, sources)
