@@ -33,11 +33,12 @@ def test_source_notebooks_are_clean_and_thin(path):
     for line in tagged[0].source.splitlines():  # flat literals, one comment each
         assert re.match(r"^\w+ = .+  # .+$", line), line
     assert not any(re.search(r"^\s*(def|class) ", c.source, re.M) for c in code)
-    # every setting a profile gives is declared, so papermill injects it without a warning
-    declared = {line.split(" = ")[0] for line in tagged[0].source.splitlines()}
-    for profile in (ROOT / "params").glob("*.yaml"):
-        given = set(yaml.safe_load(profile.read_text()))
-        assert given <= declared, f"{profile.name} sets {given - declared}, which {path.name} does not declare"
+    # the study is opened with every parameter, by name: no globals() scan, nothing left unused
+    declared = [line.split(" = ")[0] for line in tagged[0].source.splitlines()]
+    (call,) = [m for c in code for m in re.findall(r"open_study\((.*?)\)  #", c.source, re.S)]
+    passed = [a.strip().split("=")[0] for a in call.split(",") if a.strip()]
+    assert passed == declared and all(f"{n}={n}" in call for n in declared[1:])
+    assert not any("globals()" in c.source for c in code)
 
 
 def test_notebooks_share_one_parameters_cell():
@@ -45,8 +46,11 @@ def test_notebooks_share_one_parameters_cell():
         next(c.source for c in nbformat.read(str(p), as_version=4).cells if "parameters" in c.metadata.get("tags", []))
         for p in NOTEBOOKS
     ]
-    assert cells[1:] == cells[:-1]
+    study_cells, laptop_cell = cells[:4], cells[4]  # the course report's study; the laptop study's
+    assert study_cells[1:] == study_cells[:-1]
     assert "(0.005)" not in cells[0] and "None: params/<profile>.yaml's, else the preset's" in cells[0]
+    expected = [line for line in cells[0].splitlines() if not line.startswith(("grid =", "folds ="))]
+    assert laptop_cell.splitlines() == [expected[0].replace('"seed"', '"laptop"'), *expected[1:]]
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +105,11 @@ def test_combined_report_has_figures_and_numbers_but_no_code(smoke_report):
     assert len(re.findall(r'<img[^>]+src="data:image/png;base64', page)) >= 9
     metrics = json.loads((out / "final" / "metrics.json").read_text())
     assert f"{metrics['test_accuracy']:.2%}" in page  # the prose quotes the measured accuracy
-    assert "from_parameters(globals())" not in page  # code hidden
+    assert "open_study(" not in page  # code hidden
     for noise in ("Traceback", "Warning", "it/s]", "elapsed", "Reusing", "[1/", str(out), "/tmp/", "/home/"):
         assert noise not in page, noise  # no warnings, errors, progress or log lines, no absolute paths
     with_code = (out / "01_model_selection.html").read_text()
-    assert "from_parameters" in with_code
+    assert "open_study" in with_code
 
 
 def test_report_opens_with_its_findings_and_numbers_its_parts(smoke_report):
@@ -166,16 +170,23 @@ def notebook_error(notebook: Path, parameters: dict, tmp_path, monkeypatch) -> s
     return str(err.value)
 
 
-def test_misspelled_parameter_stops_the_notebook_at_once(tmp_path, monkeypatch):
-    error = notebook_error(NOTEBOOKS[0], {"profile": "typo", "epoch": 1, "train_limit": 100}, tmp_path, monkeypatch)
-    assert "unknown notebook parameter(s): 'epoch' (did you mean 'epochs'?)" in error
-    assert not (tmp_path / "typo").exists()  # nothing ran
+def test_an_unknown_profile_stops_the_notebook_with_the_list(tmp_path, monkeypatch):
+    error = notebook_error(NOTEBOOKS[0], {"profile": "smok"}, tmp_path, monkeypatch)
+    assert "no parameter profile 'smok'" in error and "choose one of full, laptop, seed, smoke, strong" in error
+    assert list(tmp_path.glob("smok*")) == []  # nothing ran
+
+
+def test_a_misspelled_setting_stops_the_build_before_any_notebook(tmp_path):
+    params = tmp_path / "typo.yaml"
+    params.write_text("epoch: 1\n")
+    with pytest.raises(ValueError, match="unknown setting\\(s\\): 'epoch' \\(did you mean 'epochs'\\?\\)"):
+        build.execute("smoke", params)
 
 
 def test_invalid_value_fails_before_training(tmp_path, monkeypatch):
-    error = notebook_error(NOTEBOOKS[0], {"profile": "bad", "lr": -0.1}, tmp_path, monkeypatch)
+    error = notebook_error(NOTEBOOKS[0], {"profile": "smoke", "lr": -0.1}, tmp_path, monkeypatch)
     assert "lr (learning rate) must be a positive number" in error
-    assert not (tmp_path / "bad").exists()
+    assert list(tmp_path.glob("smoke*")) == []
 
 
 def test_unknown_profile_lists_the_profiles():
@@ -184,10 +195,33 @@ def test_unknown_profile_lists_the_profiles():
 
 
 def test_second_notebook_alone_says_to_run_the_first(tmp_path, monkeypatch):
-    error = notebook_error(
-        NOTEBOOKS[1], {"profile": "lonely", "train_limit": 100, "test_limit": 50}, tmp_path, monkeypatch
+    error = notebook_error(NOTEBOOKS[1], {"profile": "smoke"}, tmp_path, monkeypatch)
+    assert "run notebooks/01_model_selection.ipynb with profile 'smoke' first" in error
+
+
+def test_a_notebook_run_twice_in_one_kernel_gives_the_same_numbers(tmp_path, monkeypatch):
+    """Run All twice in one JupyterLab kernel (nbclient): the second run, trained again from
+    scratch in a kernel full of the first run's variables, gives the same trials."""
+    from nbclient import NotebookClient
+
+    from vitlib.selection import load_selection
+
+    monkeypatch.setenv("VITLIB_BUILD_DIR", str(tmp_path))
+    nb = nbformat.read(str(NOTEBOOKS[0]), as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source = re.sub(r'^profile = "seed"', 'profile = "smoke"', cell.source, flags=re.M)
+    client = NotebookClient(
+        nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}
     )
-    assert "run notebooks/01_model_selection.ipynb with profile 'lonely' first" in error
+    trials = []
+    with client.setup_kernel():
+        for _ in range(2):
+            for index, code in enumerate(nb.cells):
+                client.execute_cell(code, index)
+            trials.append(load_selection(tmp_path / "smoke" / "selection").trials)
+            shutil.rmtree(tmp_path / "smoke")
+    columns = ["depth", "fold", "train_loss", "train_error", "val_loss", "val_error"]
+    pd.testing.assert_frame_equal(trials[0][columns], trials[1][columns], check_exact=True)
 
 
 def _interrupt_when(proc: subprocess.Popen, ready, signal_number: int, timeout: float = 900) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .config import load_yaml
 from .files import writable_folder
-from .study import BATCH_ENV, Study, from_parameters, project_root, reference_dir
+from .study import BATCH_ENV, Study, open_study, project_root, reference_dir
 
 RENDERED = ("report.pdf", "report.html", "results.json")  # what a build makes that the reference commits
 
@@ -39,23 +39,17 @@ PDF_PACKAGES = "texlive-xetex texlive-fonts-recommended texlive-plain-generic pa
 
 
 def profile_parameters(profile: str, params_file: Path | None = None, quiet: bool = False) -> tuple[dict, Study]:
-    """The notebook parameters of a profile (params/<profile>.yaml, or `params_file`), validated,
-    and its study: which notebooks run it and where it keeps results and executed notebooks
-    (`study.out`: build/<profile>/, or build/<profile>-<hash>/ when a parameter file gives other
-    numbers than the profile's, said in one line unless `quiet`)."""
-    root = project_root()
-    if params_file is None:
-        params_file = root / "params" / f"{profile}.yaml"
-        if not params_file.is_file():
-            known = sorted(p.stem for p in (root / "params").glob("*.yaml"))
-            raise FileNotFoundError(
-                f"no parameter profile {profile!r} (no {params_file}). Fix: choose one of "
-                f"{', '.join(known)}, or add params/{profile}.yaml"
-            )
-    params = {**load_yaml(params_file), "profile": profile}
+    """What papermill hands each notebook: the profile's name and the settings of `params_file`, if
+    given (the notebook reads params/<profile>.yaml itself); and the study they make, validated
+    before anything runs (`study.out`: build/<profile>/, or build/<profile>-<hash>/ when the
+    settings give other numbers than the profile's, said in one line unless `quiet`)."""
+    overrides = load_yaml(params_file) if params_file is not None else {}
+    named = overrides.pop("profile", profile)
+    if named != profile:
+        raise ValueError(f"{params_file} names profile {named!r}, not {profile!r}. Fix: remove its `profile:` line")
     with contextlib.redirect_stdout(None) if quiet else contextlib.nullcontext():
-        study = from_parameters(dict(params))  # fail before anything runs if a parameter is unknown or invalid
-    return params, study
+        study = open_study(profile, **overrides)
+    return {"profile": profile, **overrides}, study
 
 
 def _say(line: str) -> None:

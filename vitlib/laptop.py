@@ -55,7 +55,7 @@ from .experiment import (
 from .results import write_npy
 from .stats import mcnemar, wilson_interval
 from .study import Study, project_root
-from .study import from_parameters as study_from_parameters
+from .study import open_study as open_profile_study
 from .train import evaluate, load_checkpoint
 
 # The recipes compared on the validation split, each sized to train on all 60,000 images within the
@@ -292,9 +292,9 @@ class LaptopStudy:
         return results
 
 
-def from_parameters(namespace: dict) -> LaptopStudy:
-    """The notebook's parameters (see `vitlib.study.from_parameters`) as a laptop study."""
-    return LaptopStudy(study_from_parameters(namespace))
+def open_study(profile: str = "laptop", preset: str | None = None, **settings) -> LaptopStudy:
+    """The profile's study (see `vitlib.study.open_study`) as a laptop study."""
+    return LaptopStudy(open_profile_study(profile, preset, **settings))
 
 
 def gather(laptop: LaptopStudy) -> dict:

@@ -1,7 +1,7 @@
 """The study a profile runs, stage by stage, and where each stage keeps its results.
 
-A notebook validates its parameters into a `Study` (`from_parameters(globals())`) and calls one
-stage per section. A build works in `build/<profile>/` (ignored by git; the committed reference is
+A notebook opens its study (`open_study(profile, preset=..., lr=..., ...)`, its parameters passed
+by name) and calls one stage per section. A build works in `build/<profile>/` (ignored by git; the committed reference is
 `report/<profile>/`, see `vitlib.rebuild`). There (each file has one writer here and one reader):
 
     selection/             select() writes trials/, selection.json (+ CSVs); selection() reads it
@@ -42,13 +42,11 @@ ABLATION = {
     "original without the head softmax": "seed",
     "similar size, modern recipe": "modern",
 }
-NOTEBOOK_NAMES = {"profile", "preset"}  # notebook parameters that are not experiment settings
 # Settings that say how much data and how long, and how a run is executed: these carry over from
 # the profile to the ablation's runs; everything else comes from each run's own preset.
 CARRY_OVER = ("epochs", "train_limit", "test_limit", "validation_size", "seed", "device", "compile", "data_root")
 N_SEEDS = 3  # seeds per configuration for the final model and for each ablation row
 BATCH_ENV = "VITLIB_BATCH"  # set by `vitlib.build` while it executes the notebooks
-_IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
 
 
 def project_root() -> Path:
@@ -227,57 +225,51 @@ class Study:
         return json.loads(path.read_text()) if path.is_file() else {}
 
 
-NOTEBOOK_DEFAULTS = {"profile": "seed", "preset": "seed"}  # the parameters cell's values; the others are None
+def profiles() -> list[str]:
+    """The parameter profiles: params/<name>.yaml."""
+    return sorted(p.stem for p in (project_root() / "params").glob("*.yaml"))
 
 
-def from_parameters(namespace: dict) -> Study:
-    """Validate a notebook's parameters (its globals, after papermill's injection if papermill runs
-    it) into a study. One rule for every executor (papermill, JupyterLab, nbconvert, nbclient):
-    the preset, then params/<profile>.yaml, then the cell's own values that are not its defaults.
+def open_study(profile: str = "seed", preset: str | None = None, **settings) -> Study:
+    """The study of a profile, validated: params/<profile>.yaml (read here, the one place it is
+    read), then `preset` and the `settings` that are not None (a notebook's parameters cell,
+    papermill's `-p`, or a build's parameter file). A notebook passes its parameters by name, so
+    running it again in the same kernel gives the same study.
 
     A study whose settings would give other numbers than its profile's (a changed learning rate,
     say) keeps its results in build/<profile>-<hash>/, never in the profile's folder; settings
     that only say how it runs (workers, backend, data folder) do not count.
-
-    papermill only warns about parameters a notebook does not declare; here any variable that is
-    neither a notebook parameter nor an experiment setting stops the notebook at once.
     """
-    params = {
-        k: v
-        for k, v in namespace.items()
-        if not k.startswith("_") and k not in _IPYTHON_NAMES and not callable(v) and type(v).__name__ != "module"
-    }
-    reject_unknown(params, NOTEBOOK_NAMES | set(FIELD_SECTION), "notebook parameter")
-    profile, cell_preset = params.pop("profile", "seed"), params.pop("preset", "seed")
     if not isinstance(profile, str) or not profile.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"profile must be a simple name (letters, digits, - or _), got {profile!r}")
     profile_file = project_root() / "params" / f"{profile}.yaml"
-    from_file = load_yaml(profile_file) if profile_file.is_file() else {}
-    file_names_preset = "preset" in from_file
-    file_preset = from_file.pop("preset", NOTEBOOK_DEFAULTS["preset"])
-    preset = cell_preset if cell_preset != NOTEBOOK_DEFAULTS["preset"] else file_preset
-    cell = {k: v for k, v in params.items() if v is not None}
+    if not profile_file.is_file():
+        raise FileNotFoundError(
+            f"no parameter profile {profile!r} (no {profile_file}). Fix: choose one of "
+            f"{', '.join(profiles())}, or add params/{profile}.yaml"
+        )
+    reject_unknown(settings, set(FIELD_SECTION), "setting")
+    from_file = load_yaml(profile_file)
     where = f"params/{profile}.yaml"
-    sources = {k: where for k in from_file} | {k: "notebook" for k, v in cell.items() if from_file.get(k) != v}
-    if preset != file_preset:
-        sources["preset"] = "notebook"
-    elif file_names_preset:
-        sources["preset"] = where
-    config = _with_project_data_root(build_config(preset, {**from_file, **cell}))
+    file_preset = from_file.pop("preset", "seed")
+    given = {k: v for k, v in settings.items() if v is not None}
+    sources = {k: where for k in from_file} | {k: "notebook" for k, v in given.items() if from_file.get(k) != v}
+    sources["preset"] = "notebook" if preset not in (None, file_preset) else where
+    chosen = preset or file_preset
+    config = _with_project_data_root(build_config(chosen, {**from_file, **given}))
+    profile_config = _with_project_data_root(build_config(file_preset, from_file))
+    ours, theirs = result_settings(config, "study"), result_settings(profile_config, "study")
+    changed = sorted(k for section in ours for k in ours[section] if ours[section][k] != theirs[section][k])
     folder = profile
-    if profile_file.is_file():
-        profile_config = _with_project_data_root(build_config(file_preset, from_file))
-        ours, theirs = result_settings(config, "study"), result_settings(profile_config, "study")
-        changed = sorted(k for section in ours for k in ours[section] if ours[section][k] != theirs[section][k])
-        if changed:
-            digest = hashlib.sha1(json.dumps(ours, sort_keys=True).encode()).hexdigest()[:8]
-            folder = f"{profile}-{digest}"
-            print(
-                f"These settings differ from {where} ({', '.join(changed)}), so they give other numbers: "
-                f"results go to build/{folder}/, and build/{profile}/ is left as it is.",
-                flush=True,
-            )
-    return Study(profile, preset, config, folder, sources)
+    if changed:
+        digest = hashlib.sha1(json.dumps(ours, sort_keys=True).encode()).hexdigest()[:8]
+        folder = f"{profile}-{digest}"
+        print(
+            f"These settings differ from {where} ({', '.join(changed)}), so they give other numbers: "
+            f"results go to build/{folder}/, and build/{profile}/ is left as it is.",
+            flush=True,
+        )
+    return Study(profile, chosen, config, folder, sources)
 
 
 def _with_project_data_root(config: ExperimentConfig) -> ExperimentConfig:
