@@ -63,7 +63,7 @@ promote: setup ## Maintainers: make build/$(PROFILE)/ the committed reference re
 	$(PY) -m vitlib promote --profile $(PROFILE)
 
 readme: setup ## Refresh the README's generated headline from the committed report/*/results.json
-	$(PY) -c "from pathlib import Path; from vitlib.headline import update_readme; print('README.md updated' if update_readme(Path('README.md'), Path('report')) else 'README.md already up to date')"
+	$(PY) scripts/readme.py
 
 lab: setup ## Open JupyterLab on notebooks/README.md (run order, profiles) with the project's kernel
 	$(PY) -m ipykernel install --sys-prefix --name vitlib --display-name "Python (vitlib)"

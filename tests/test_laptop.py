@@ -26,7 +26,7 @@ DEFAULTS = ExperimentConfig().flat()
 @pytest.mark.mnist
 def test_the_committed_laptop_model_scores_at_least_99_5_percent():
     """`python -m vitlib evaluate checkpoints/laptop/checkpoint.pt` gives the committed test accuracy,
-    >= 99.5% (issue 12) with the shifted copies its config asks for, and `--single-view` the digit
+    >= 99.5% with the shifted copies its config asks for, and `--single-view` the digit
     alone's (99.47%, the number seen first; the report gives both)."""
     assert CHECKPOINT.is_file() and CHECKPOINT.stat().st_size < 5e6
 

@@ -179,7 +179,7 @@ PRESETS: dict[str, dict] = {
         "compile": True,
         "grid": {"depth": [6, 8]},
     },
-    # The strongest ViT that 2 CPU cores train in an hour (issue 12, vitlib/laptop.py): the strong
+    # The strongest ViT that 2 CPU cores train in an hour (vitlib/laptop.py): the strong
     # recipe at ~1.8M parameters (7x7 patches: 16 tokens), bfloat16 autocast, compiled. Its size,
     # epochs, precision and augmentation are the candidate of laptop.CANDIDATES that the validation
     # split chose (the study refuses any other; a test checks it): 99.56% on 5,000 held-out training

@@ -1,4 +1,4 @@
-"""The laptop study (issue 12): the strongest pure Vision Transformer that 2 CPU cores train in an
+"""The laptop study: the strongest pure Vision Transformer that 2 CPU cores train in an
 hour. The recipe is chosen on a validation split cut from the training set, then trained once on
 all 60,000 training images and tested; the test set chooses no recipe. (It did decide that
 the search went on: the first final models fell short of 99.5% on it, and more candidates were

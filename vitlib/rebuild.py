@@ -133,7 +133,7 @@ def promote(profile: str, echo=_say) -> list[Path]:
     if missing:
         raise FileNotFoundError(
             f"{_here(build)}/ has no {', '.join(missing)}: nothing complete to promote. Fix: build it "
-            f"first (`make report PROFILE={profile}`; the PDF needs LaTeX, see the README's Setup)"
+            f"first (`make report PROFILE={profile}`; the PDF needs LaTeX, see docs/reproducibility.md)"
         )
     results = findings.load(build / "results.json")
     if results["built"].get("commit", "").endswith("+modified"):
