@@ -24,7 +24,8 @@ from bench import ROOT, machine
 
 from vitlib.config import build_config
 from vitlib.experiment import load_data, train_and_test
-from vitlib.train import build_model, evaluate, fit, resolve_device
+from vitlib.inference import evaluate
+from vitlib.train import build_model, fit, resolve_device
 
 
 def step_throughput(overrides: dict, data, images: int) -> float:

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 import torch
 
+from vitlib.checkpoint import load_checkpoint
 from vitlib.config import build_config
 from vitlib.experiment import run_folder, train_runs
 from vitlib.selection import select
-from vitlib.train import load_checkpoint
 
 REQUIRED = os.environ.get("VITLIB_CLUSTER_TESTS") == "required"
 COLUMNS = ["depth", "fold", "train_loss", "train_error", "val_loss", "val_error"]

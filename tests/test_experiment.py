@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from vitlib.checkpoint import load_checkpoint
 from vitlib.config import build_config
 from vitlib.experiment import differs_only_in_prediction, load_run, rescore_run, train_runs
 from vitlib.files import atomic_file
+from vitlib.inference import evaluate, predict
 from vitlib.results import write_json
-from vitlib.train import evaluate, load_checkpoint, predict
 
 BASE = {"embed_dim": 16, "num_heads": 2, "normalize_input": True, "epochs": 1, "depth": 1}
 

@@ -2,22 +2,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vitlib.checkpoint import load_checkpoint, save_checkpoint
 from vitlib.config import build_config
+from vitlib.inference import evaluate, predict
 from vitlib.model import ViT, ViTConfig
 from vitlib.reference import ViT as ReferenceViT
 from vitlib.reference import vitlib_state_dict
-from vitlib.train import (
-    TrainConfig,
-    TrainingDiverged,
-    build_model,
-    evaluate,
-    fit,
-    load_checkpoint,
-    lr_factor,
-    predict,
-    resolve_device,
-    save_checkpoint,
-)
+from vitlib.train import TrainConfig, TrainingDiverged, build_model, fit, lr_factor, resolve_device
 
 SMALL = ViTConfig(embed_dim=16, num_heads=2, depth=1, mlp_hidden_dim=32, normalize_input=True)
 
@@ -173,7 +164,7 @@ def test_lr_schedule_against_known_values():
 
 
 def test_random_affine_is_the_identity_at_zero_and_moves_pixels_within_bounds():
-    from vitlib.train import random_affine
+    from vitlib.augment import random_affine
 
     x = torch.zeros(64, 1, 28, 28)
     x[:, 0, 14, 14] = 1.0
@@ -196,7 +187,7 @@ def test_elastic_distortion_is_torchvisions_elastic_transform(seed, height, widt
     (fill=None: zero padding, as grid_sample's), after the four affine numbers random_affine draws first."""
     from torchvision.transforms import v2
 
-    from vitlib.train import random_affine
+    from vitlib.augment import random_affine
 
     x = torch.rand(1, 1, height, width, generator=torch.Generator().manual_seed(100 + seed))
     ours = random_affine(x, 0, 0, 0, torch.Generator().manual_seed(seed), elastic_alpha=68.0, elastic_sigma=sigma)
@@ -209,7 +200,7 @@ def test_elastic_distortion_is_torchvisions_elastic_transform(seed, height, widt
 
 
 def test_elastic_distortion_draws_a_field_per_image_and_leaves_runs_without_it_unchanged():
-    from vitlib.train import random_affine
+    from vitlib.augment import random_affine
 
     x = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0)).expand(8, 1, 28, 28)
     out = random_affine(x, 0, 0, 0, torch.Generator().manual_seed(3), elastic_alpha=68.0)

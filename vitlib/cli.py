@@ -128,8 +128,9 @@ def cmd_select(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
+    from .checkpoint import load_checkpoint
     from .data import load_mnist
-    from .train import evaluate, load_checkpoint
+    from .inference import evaluate
 
     model, payload = load_checkpoint(args.checkpoint, args.device)
     shifts = 0 if args.single_view else model.cfg.test_shifts
@@ -164,8 +165,9 @@ def cmd_evaluate(args) -> None:
 def cmd_predict(args) -> None:
     import torch
 
+    from .checkpoint import load_checkpoint
     from .data import load_digit_image
-    from .train import load_checkpoint, predict
+    from .inference import predict
 
     images = torch.stack([load_digit_image(p) for p in args.images])  # before the model: fail fast
     model, _ = load_checkpoint(args.checkpoint, args.device)

@@ -18,20 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checkpoint import load_checkpoint, round_to_float16, save_checkpoint
 from .config import ExperimentConfig
 from .data import MNIST, holdout_validation, load_mnist
+from .inference import evaluate
 from .model import count_parameters
 from .parallel import CLUSTER_BACKENDS, run_jobs
 from .results import check_same_experiment, result_settings, write_json, write_npy
-from .train import (
-    build_model,
-    evaluate,
-    fit,
-    load_checkpoint,
-    resolve_device,
-    round_to_float16,
-    save_checkpoint,
-)
+from .train import build_model, fit, resolve_device
 
 
 def run_info(device: torch.device | str | None = None) -> dict:

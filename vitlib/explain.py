@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from .data import MNIST, to_float
+from .inference import predict
 from .model import ViT
-from .train import predict
 
 
 def patches(image: torch.Tensor, patch_size: int) -> torch.Tensor:

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checkpoint import load_checkpoint
 from .config import PRESETS, ExperimentConfig
 from .data import MNIST
 from .experiment import (
@@ -52,11 +53,11 @@ from .experiment import (
     score_before_rescoring,
     train_and_test,
 )
+from .inference import evaluate
 from .results import write_npy
 from .stats import mcnemar, wilson_interval
 from .study import Study, project_root
 from .study import open_study as open_profile_study
-from .train import evaluate, load_checkpoint
 
 # The recipes compared on the validation split, each sized to train on all 60,000 images within the
 # hour on 2 cores (measured: benchmarks/laptop.py, and the final model's time in the report). A

@@ -21,9 +21,10 @@ import torch
 
 from .config import ExperimentConfig, grid_points
 from .data import MNIST, kfold_splits
+from .inference import evaluate
 from .parallel import CLUSTER_BACKENDS, run_jobs
 from .results import check_same_experiment, result_settings, write_json
-from .train import TrainingDiverged, build_model, evaluate, fit, resolve_device
+from .train import TrainingDiverged, build_model, fit, resolve_device
 
 METRICS = ["train_loss", "train_error", "val_loss", "val_error"]
 SELECTION_RULE = (

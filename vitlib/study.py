@@ -25,13 +25,13 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import load_checkpoint
 from .checks import reject_unknown
 from .config import FIELD_SECTION, ExperimentConfig, build_config, load_yaml
 from .data import MNIST
 from .experiment import is_finished, load_data, load_run, run_folder, train_runs
 from .results import result_settings, write_json
 from .selection import SelectionResult, load_selection, select
-from .train import load_checkpoint
 
 NOTEBOOKS = ["01_model_selection.ipynb", "02_final_evaluation.ipynb", "03_understanding.ipynb", "04_findings.ipynb"]
 # A profile of the `laptop` preset is a study of its own (vitlib.laptop), in one notebook.

@@ -1,35 +1,29 @@
-"""Training and evaluation on in-memory tensors, and checkpoints.
-
-`fit` trains a model with the original protocol by default (Adam, lr 0.005, batch 128,
+"""Training on in-memory tensors: the settings (`TrainConfig`), the model's initialisation, the
+optimizer and its schedule, and the loop. `fit` trains a model with the original protocol by default (Adam, lr 0.005, batch 128,
 5 epochs) and records per epoch the "proxy loss" (cross-entropy) and the misclassification error,
 on the training batches and, when given, on a validation or test set.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import logging
 import math
-import pickle
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .augment import random_affine
 from .checks import check_choice, check_fields
 from .data import to_float
-from .files import atomic_file, readable_file
+from .inference import evaluate
 from .model import ViT, ViTConfig
 from .parallel import keep_forks_usable
-
-EVAL_BATCH = 1000  # evaluation needs no gradients, so larger batches are cheaper
 
 
 @dataclass
@@ -138,131 +132,6 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * progress))
     return 1.0
-
-
-def random_affine(
-    x: torch.Tensor,
-    degrees: float,
-    translate: float,
-    scale: float,
-    generator: torch.Generator | None = None,
-    elastic_alpha: float = 0.0,
-    elastic_sigma: float = 5.0,
-) -> torch.Tensor:
-    """Each image of the batch rotated, shifted and zoomed at random, and (`elastic_alpha` > 0)
-    distorted by its own smooth random field, in one `grid_sample` on the images' own device (no
-    per-sample Python). `translate` is a fraction of the image side."""
-    b = x.shape[0]
-
-    def uniform(*shape):  # in [-1, 1)
-        return torch.rand(*shape, device=x.device, generator=generator) * 2 - 1
-
-    angle = uniform(b) * math.radians(degrees)
-    zoom = 1 + uniform(b) * scale
-    shift = uniform(b, 2) * translate * 2  # affine_grid's coordinates span [-1, 1]: 2 per image side
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    if elastic_alpha:  # drawn after the affine parameters: runs without it keep their random numbers
-        grid = grid + elastic_displacement(uniform(b, 2, *x.shape[-2:]), elastic_alpha, elastic_sigma)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def elastic_displacement(noise: torch.Tensor, alpha: float, sigma: float) -> torch.Tensor:
-    """Simard et al. (2003)'s elastic distortion field for a batch, made from `noise` (B, 2, H, W),
-    uniform in [-1, 1), as torchvision's ElasticTransform makes its one field per call: blurred by a
-    Gaussian (kernel of 8 sigma + 1 pixels, reflected at the border), times alpha / width for x and
-    alpha / height for y. Returns (B, H, W, 2) in `grid_sample`'s units (2 per image side), so a unit
-    of blurred noise moves a pixel by alpha / 2 pixels."""
-    h, w = noise.shape[-2:]
-    # The blur as two small matrices (rows, then columns): torchvision's gaussian_blur is a 2-D
-    # depthwise convolution with a 41x41 kernel at sigma 5, ~100x slower than the step on a CPU.
-    blur_h, blur_w = (gaussian_blur_matrix(n, sigma, noise.device) for n in (h, w))
-    field = blur_h @ noise @ blur_w.T
-    scale = torch.tensor([alpha / w, alpha / h], device=noise.device).view(1, 2, 1, 1)
-    return (field * scale).permute(0, 2, 3, 1)
-
-
-@functools.cache
-def gaussian_blur_matrix(n: int, sigma: float, device: torch.device) -> torch.Tensor:
-    """(n, n) matrix M: M @ v is torchvision's 1-D Gaussian blur of v with reflected borders."""
-    k = int(8 * sigma + 1) | 1  # odd, as torchvision makes it
-    if k // 2 >= n:
-        raise ValueError(
-            f"aug_elastic_sigma={sigma:g} blurs over {k} pixels, too wide for a {n}-pixel image side (reflected "
-            f"borders need under {2 * n}); use aug_elastic_sigma < {(2 * n - 1) / 8:g}"
-        )
-    half = (k - 1) / 2
-    kernel = torch.exp(-0.5 * (torch.linspace(-half, half, k) / sigma) ** 2)
-    basis = F.pad(torch.eye(n).unsqueeze(1), (k // 2, k // 2), mode="reflect")  # each unit vector, padded
-    columns = F.conv1d(basis, (kernel / kernel.sum()).view(1, 1, k)).squeeze(1)  # row i: the blur of e_i
-    return columns.T.contiguous().to(device)
-
-
-@torch.no_grad()
-def evaluate(
-    model: ViT,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    batch_size: int = EVAL_BATCH,
-    shifts: int | None = None,
-    per_image: bool = False,
-) -> dict:
-    """Mean cross-entropy ("proxy loss") and misclassification error of `model` on uint8 images.
-
-    Like the original, the loss is CrossEntropyLoss applied to what the model outputs, so with
-    `head_softmax` on it is the loss of the double softmax the original trained with. With shifted
-    copies (`shifts`, by default the model's `test_shifts`, > 0) it scores the model's prediction,
-    the probabilities averaged over the copies, and the loss is their negative log-likelihood (for
-    a `head_softmax` model, of its averaged outputs: not comparable with its single-view loss); the
-    error of the image alone comes with it, from the same pass, as "error_single_view". With
-    `per_image`, also "correct": a bool per image, on the CPU.
-    """
-    device = next(model.parameters()).device
-    shifts = model.cfg.test_shifts if shifts is None else shifts
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), device=device)
-    wrong = torch.zeros((), device=device, dtype=torch.long)
-    wrong_alone = torch.zeros((), device=device, dtype=torch.long)
-    correct = []
-    for start in range(0, len(images), batch_size):
-        x = to_float(images[start : start + batch_size].to(device))
-        y = labels[start : start + batch_size].to(device)
-        if shifts:
-            views = model.view_probabilities(x, shifts)
-            wrong_alone += (views[0].argmax(dim=1) != y).sum()
-            out = views.mean(dim=0).clamp_min(1e-12).log()
-            loss_sum += F.nll_loss(out, y, reduction="sum")
-        else:
-            out = model(x)
-            loss_sum += F.cross_entropy(out, y, reduction="sum")
-        right = out.argmax(dim=1) == y
-        wrong += (~right).sum()
-        if per_image:
-            correct.append(right.cpu())
-    model.train(was_training)
-    n = len(images)
-    scores = {"loss": loss_sum.item() / n, "error": wrong.item() / n}
-    if shifts:
-        scores["error_single_view"] = wrong_alone.item() / n
-    if per_image:
-        scores["correct"] = torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool)
-    return scores
-
-
-@torch.no_grad()
-def predict(model: ViT, images: torch.Tensor, batch_size: int = EVAL_BATCH, shifts: int | None = None) -> torch.Tensor:
-    """Class probabilities (N, num_classes) for uint8 or float images, on the CPU (averaged over
-    shifted copies when `shifts`, by default the model's `test_shifts`, is > 0)."""
-    device = next(model.parameters()).device
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size].to(device)
-        x = to_float(x) if x.dtype == torch.uint8 else x.float()
-        out.append(model.predict_proba(x, shifts).cpu())
-    return torch.cat(out)
 
 
 _compiled_shape: tuple | None = None  # the parameter shapes this process last compiled for
@@ -385,115 +254,3 @@ def fit(
     if ema is not None:  # end with the averaged weights: they are what was evaluated
         model.load_state_dict(ema.module.state_dict())
     return history
-
-
-CHECKPOINT_FORMAT = 1  # raise when the layout below changes in a way older readers cannot follow
-_NOT_A_CHECKPOINT = (
-    "{path} is not a readable vitlib checkpoint (truncated, another kind of file, or changed "
-    "since it was written): {reason}. Fix: give the checkpoint.pt that `python -m vitlib train "
-    "--out DIR` wrote, or train a new one"
-)
-_TRAIN_ONE = "train one with `python -m vitlib train --out DIR` (it writes DIR/checkpoint.pt)"
-
-
-def round_to_float16(model: nn.Module) -> None:
-    """Round every floating tensor that a checkpoint stores (the state dict: weights and persistent
-    buffers; a fixed sinusoidal table is rebuilt on loading, so it stays) to float16 in place, kept
-    in its own dtype: the model then computes exactly what one loaded from a float16 file does."""
-    with torch.no_grad():
-        for name, t in model.state_dict().items():  # these share the model's storage
-            if t.is_floating_point():
-                half = t.half()
-                if not torch.isfinite(half).all():
-                    raise ValueError(f"{name} does not fit in float16 (|w| > 65504): train with save_float16 off")
-                t.copy_(half)
-
-
-def save_checkpoint(
-    path: str | Path, model: ViT, config: dict, history: list[dict], metrics: dict | None = None
-) -> Path:
-    """Weights, the config that made them, the history and metrics, in one file (atomically),
-    marked with the checkpoint format and the vitlib version that wrote it. With the config's
-    save_float16 the floating weights are stored as float16; the caller rounds the model with
-    `round_to_float16` first (train_and_test does), so that the file holds the model that was
-    scored. Loading turns them back into the model's float32."""
-    from . import __version__
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    half = config.get("train", {}).get("save_float16", False)
-    weights = {k: v.cpu() for k, v in model.state_dict().items()}
-    if half:
-        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "vitlib_version": __version__,
-        "model": weights,
-        "config": config,
-        "history": history,
-        "metrics": metrics or {},
-    }
-    with atomic_file(path) as f:
-        torch.save(payload, f)
-    return path
-
-
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[ViT, dict]:
-    """The model (in eval mode) and the checkpoint's dict (config, history, metrics).
-
-    Refused with one line naming the problem: not a checkpoint, truncated, written by a newer
-    vitlib (a format or model setting this one does not know), or weights of another shape.
-    Checkpoints from before the format was recorded (format 0) have the same layout and load.
-    """
-    from . import __version__
-
-    path = readable_file(path, "checkpoint", _TRAIN_ONE)
-    # weights_only: a checkpoint from a stranger can hold tensors and plain data, never code.
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 -- whatever a damaged file makes the unpickler raise
-        reason = (
-            "it holds something other than tensors and plain data"
-            if isinstance(err, pickle.UnpicklingError)
-            else "PyTorch cannot read it as a saved file"
-        )  # torch's own reason ('101') says nothing
-        raise ValueError(_NOT_A_CHECKPOINT.format(path=path, reason=reason)) from None
-    if not (
-        isinstance(payload, dict)
-        and isinstance(payload.get("model"), dict)
-        and isinstance(payload.get("config"), dict)
-        and isinstance(payload["config"].get("model"), dict)
-    ):
-        raise ValueError(_NOT_A_CHECKPOINT.format(path=path, reason="it has no model weights and config"))
-    written_by = f"vitlib {payload.get('vitlib_version', 'before 0.1')}"
-    if not isinstance(payload.get("format", 0), int) or payload.get("format", 0) > CHECKPOINT_FORMAT:
-        raise ValueError(
-            f"{path} is in checkpoint format {payload.get('format')!r}, written by {written_by}; this "
-            f"vitlib ({__version__}) reads formats up to {CHECKPOINT_FORMAT}. Fix: update vitlib "
-            f"(git pull && make setup), or retrain with this version"
-        )
-    settings = payload["config"]["model"]
-    known = {f.name for f in dataclasses.fields(ViTConfig)}
-    if set(settings) - known:
-        raise ValueError(
-            f"{path} describes a model with settings this vitlib ({__version__}) does not know: "
-            f"{', '.join(sorted(set(settings) - known))} (written by {written_by}). Fix: update "
-            f"vitlib (git pull && make setup), or retrain with this version"
-        )
-    try:
-        model = ViT(ViTConfig(**settings))
-    except (TypeError, ValueError) as err:
-        raise ValueError(
-            f"{path} holds an invalid model config ({err}). Fix: give a checkpoint written by "
-            f"`python -m vitlib train`, or train a new one"
-        ) from None
-    try:
-        model.load_state_dict(payload["model"])
-    except RuntimeError as err:
-        detail = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err)[:200])
-        raise ValueError(
-            f"{path}: its weights do not fit the model its config describes ({detail}); the file "
-            f"was changed or mixes two models. Fix: use the checkpoint.pt exactly as `train` wrote "
-            f"it, or train a new one"
-        ) from None
-    return model.to(resolve_device(str(device))).eval(), payload
