@@ -5,6 +5,8 @@ learning rate (tests/data/cross_cpu/README.md says where each comes from)."""
 
 import copy
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -130,3 +132,13 @@ def test_a_missing_or_broken_number_fails():
     nan = copy.deepcopy(EPYC)
     nan["numbers"]["ablation.seed.mean"]["value"] = float("nan")
     assert verdicts(XEON, nan)["ablation.seed.mean"] == "MOVED"
+
+
+@pytest.mark.skipif(
+    not (DATA.parents[2] / ".git").exists() or shutil.which("git") is None, reason="needs a git checkout"
+)
+def test_the_rebuilds_are_committed_not_ignored():
+    """A fresh clone must have them: none of these files may fall under a .gitignore pattern."""
+    files = [str(p) for p in sorted(DATA.iterdir())]
+    ignored = subprocess.run(["git", "check-ignore", *files], cwd=DATA, capture_output=True, text=True).stdout
+    assert ignored == "" and len(files) == 5
