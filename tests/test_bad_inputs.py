@@ -334,6 +334,7 @@ def test_a_finished_run_is_read_back_not_retrained(good, tmp_path, capsys):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["n_train"] == 500
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04truncated zip"])
 def test_in_a_real_process_too(tmp_path, content):
     """The same through `python -m vitlib`: exit status 2 and one line, for the shell and for make."""

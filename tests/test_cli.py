@@ -64,6 +64,7 @@ def test_bad_arguments_are_refused_by_the_parser(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_invalid_value_is_a_clear_error_not_a_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "vitlib", "train", "--out", str(tmp_path), "--lr", "-1"], capture_output=True, text=True

@@ -18,6 +18,7 @@ from vitlib.config import build_config
 from vitlib.experiment import run_folder, train_runs
 from vitlib.selection import select
 
+pytestmark = pytest.mark.slow  # local clusters start in seconds
 REQUIRED = os.environ.get("VITLIB_CLUSTER_TESTS") == "required"
 COLUMNS = ["depth", "fold", "train_loss", "train_error", "val_loss", "val_error"]
 RUNS = {

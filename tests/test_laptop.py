@@ -24,6 +24,7 @@ DEFAULTS = ExperimentConfig().flat()
 
 
 @pytest.mark.mnist
+@pytest.mark.slow
 def test_the_committed_laptop_model_scores_at_least_99_5_percent():
     """`python -m vitlib evaluate checkpoints/laptop/checkpoint.pt` gives the committed test accuracy,
     >= 99.5% with the shifted copies its config asks for, and `--single-view` the digit
@@ -149,6 +150,7 @@ def test_candidates_and_ingredients_use_the_validation_split_and_scale_with_the_
 
 
 @pytest.mark.mnist
+@pytest.mark.slow
 def test_the_laptop_notebook_runs_end_to_end_on_a_slice(tmp_path):
     """Notebook 05 as `make report PROFILE=laptop` runs it, on 1,200 images for 1 epoch: a study of
     other numbers, so its final model goes to its own folder, not checkpoints/laptop."""

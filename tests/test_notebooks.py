@@ -20,7 +20,6 @@ from vitlib import build, study
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-pytestmark = pytest.mark.mnist
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -53,6 +52,11 @@ def test_notebooks_share_one_parameters_cell():
     assert laptop_cell.splitlines() == [expected[0].replace('"seed"', '"laptop"'), *expected[1:]]
 
 
+def runs_notebooks(test):
+    """A test that executes notebooks: it needs MNIST and takes seconds or more."""
+    return pytest.mark.mnist(pytest.mark.slow(test))
+
+
 @pytest.fixture(scope="module")
 def smoke_report(tmp_path_factory):
     """`python -m vitlib report --profile smoke` in a terminal, as `make report PROFILE=smoke` runs it."""
@@ -73,6 +77,7 @@ def smoke_report(tmp_path_factory):
     return out / "smoke", written
 
 
+@runs_notebooks
 def test_the_terminal_shows_progress_and_no_kernel_noise(smoke_report):
     out, written = smoke_report
     terminal = written["terminal"]
@@ -87,6 +92,7 @@ def test_the_terminal_shows_progress_and_no_kernel_noise(smoke_report):
     assert "No committed reference for the smoke profile" in terminal
 
 
+@runs_notebooks
 def test_notebooks_run_with_the_smoke_profile(smoke_report):
     out, _ = smoke_report
     best = json.loads((out / "selection" / "selection.json").read_text())["best"]
@@ -99,6 +105,7 @@ def test_notebooks_run_with_the_smoke_profile(smoke_report):
         assert (out / f"{name}.ipynb").is_file() and (out / f"{name}.html").is_file()
 
 
+@runs_notebooks
 def test_combined_report_has_figures_and_numbers_but_no_code(smoke_report):
     out, written = smoke_report
     page = written["html"].read_text()
@@ -112,6 +119,7 @@ def test_combined_report_has_figures_and_numbers_but_no_code(smoke_report):
     assert "open_study" in with_code
 
 
+@runs_notebooks
 def test_report_opens_with_its_findings_and_numbers_its_parts(smoke_report):
     out, written = smoke_report
     text = re.sub(r"<[^>]+>", " ", written["html"].read_text())
@@ -128,6 +136,7 @@ def test_report_opens_with_its_findings_and_numbers_its_parts(smoke_report):
         assert first == sorted(first), f"{kind}s out of order"
 
 
+@runs_notebooks
 def test_results_file_holds_the_numbers_the_report_states(smoke_report):
     out, written = smoke_report
     results = json.loads((out / "results.json").read_text())
@@ -141,6 +150,7 @@ def test_results_file_holds_the_numbers_the_report_states(smoke_report):
     assert results["built"]["machine"]["cores"] and results["built"]["machine"]["torch"]
 
 
+@runs_notebooks
 @pytest.mark.skipif(shutil.which("xelatex") is None, reason="xelatex not installed (make report says which packages)")
 def test_pdf_is_made(smoke_report):
     out, written = smoke_report
@@ -170,12 +180,14 @@ def notebook_error(notebook: Path, parameters: dict, tmp_path, monkeypatch) -> s
     return str(err.value)
 
 
+@runs_notebooks
 def test_an_unknown_profile_stops_the_notebook_with_the_list(tmp_path, monkeypatch):
     error = notebook_error(NOTEBOOKS[0], {"profile": "smok"}, tmp_path, monkeypatch)
     assert "no parameter profile 'smok'" in error and "choose one of full, laptop, seed, smoke, strong" in error
     assert list(tmp_path.glob("smok*")) == []  # nothing ran
 
 
+@runs_notebooks
 def test_a_misspelled_setting_stops_the_build_before_any_notebook(tmp_path):
     params = tmp_path / "typo.yaml"
     params.write_text("epoch: 1\n")
@@ -183,6 +195,7 @@ def test_a_misspelled_setting_stops_the_build_before_any_notebook(tmp_path):
         build.execute("smoke", params)
 
 
+@runs_notebooks
 def test_invalid_value_fails_before_training(tmp_path, monkeypatch):
     error = notebook_error(NOTEBOOKS[0], {"profile": "smoke", "lr": -0.1}, tmp_path, monkeypatch)
     assert "lr (learning rate) must be a positive number" in error
@@ -194,11 +207,13 @@ def test_unknown_profile_lists_the_profiles():
         build.execute("nope")
 
 
+@runs_notebooks
 def test_second_notebook_alone_says_to_run_the_first(tmp_path, monkeypatch):
     error = notebook_error(NOTEBOOKS[1], {"profile": "smoke"}, tmp_path, monkeypatch)
     assert "run notebooks/01_model_selection.ipynb with profile 'smoke' first" in error
 
 
+@runs_notebooks
 def test_a_notebook_run_twice_in_one_kernel_gives_the_same_numbers(tmp_path, monkeypatch):
     """Run All twice in one JupyterLab kernel (nbclient): the second run, trained again from
     scratch in a kernel full of the first run's variables, gives the same trials."""
@@ -254,6 +269,7 @@ def _wait_until_its_processes_end(marker: str, timeout: float = 60) -> None:
         time.sleep(0.5)
 
 
+@runs_notebooks
 def test_an_interrupted_build_resumes_to_the_same_numbers(smoke_report, tmp_path):
     """Killed during model selection, then stopped with Ctrl-C during the final runs, then run to
     the end: the finished trials and runs are picked up and every number equals an uninterrupted
@@ -317,6 +333,7 @@ def _run_by_hand(notebook: Path, edits: dict, report_dir: Path, monkeypatch) -> 
     return nb
 
 
+@runs_notebooks
 def test_a_notebook_run_by_hand_uses_its_profile_like_papermill(smoke_report, tmp_path, monkeypatch):
     """JupyterLab, nbconvert or nbclient: params/<profile>.yaml applies as under papermill, so the
     same trials come out, into the profile's folder."""
@@ -330,6 +347,7 @@ def test_a_notebook_run_by_hand_uses_its_profile_like_papermill(smoke_report, tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["smoke"]
 
 
+@runs_notebooks
 def test_a_notebook_with_a_changed_setting_keeps_its_results_apart(tmp_path, monkeypatch):
     (tmp_path / "smoke").mkdir()
     nb = _run_by_hand(NOTEBOOKS[0], {"profile": "smoke", "lr": 0.001, "n_jobs": 1}, tmp_path, monkeypatch)

@@ -4,6 +4,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 import vitlib.parallel as parallel
@@ -45,6 +46,7 @@ def test_multiprocessing_falls_back_to_loky_where_forks_cannot_work(monkeypatch)
     assert "already trained" in said[-1] and len(said) == 2
 
 
+@pytest.mark.slow
 def test_forked_trials_save_themselves_and_match_a_serial_run(tmp_path):
     result = run_fresh(f"""
         from vitlib.selection import select
@@ -58,6 +60,7 @@ def test_forked_trials_save_themselves_and_match_a_serial_run(tmp_path):
     assert len(list((tmp_path / "trials").glob("*.json"))) == 4  # saved by the forked workers
 
 
+@pytest.mark.slow
 def test_compiled_training_leaves_forks_usable_and_other_compiled_code_falls_back(tmp_path):
     """PyTorch refuses autograd in forked children once a compiled backward was the process's
     first; vitlib's compiled training avoids that, and where other code did it, work goes to loky."""

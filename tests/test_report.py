@@ -151,6 +151,7 @@ def test_latex_keeps_each_caption_in_one_block_with_its_figure():
     assert r"\textbf{Figure 1.}" in latex.split(r"\begin{minipage}")[0]  # still there, as text
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not all(shutil.which(t) for t in ("xelatex", "pandoc", "pdftotext", "pdfimages")),
     reason="needs xelatex, pandoc and poppler-utils (make report says which packages)",

@@ -12,7 +12,7 @@ from vitlib.selection import select
 COLUMNS = ["depth", "fold", "train_loss", "train_error", "val_loss", "val_error"]
 
 
-@pytest.mark.parametrize("compile_", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("compile_", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["eager", "compiled"])
 def test_same_settings_same_numbers_with_every_backend(tiny_data, compile_):
     cfg = build_config(
         "modern",

@@ -236,6 +236,7 @@ def test_ema_ends_with_the_moving_average_of_the_weights(tiny_data):
         assert not torch.allclose(averaged.state_dict()[name], snapshots[-1][name])
 
 
+@pytest.mark.slow
 def test_one_process_compiles_many_configurations_without_falling_back_to_eager(tiny_data, monkeypatch):
     """Model selection runs many configurations in one worker; torch._dynamo gives up compiling a
     function after `recompile_limit` shapes (8) and trains the rest eagerly, with a warning that
