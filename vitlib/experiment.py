@@ -9,9 +9,7 @@ got right, for paired tests) and `checkpoint.pt` to its output folder; `load_run
 from __future__ import annotations
 
 import json
-import platform
 import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,45 +22,9 @@ from .data import MNIST, holdout_validation, load_mnist
 from .inference import evaluate
 from .model import count_parameters
 from .parallel import CLUSTER_BACKENDS, run_jobs
+from .provenance import run_info
 from .results import check_same_experiment, result_settings, write_json, write_npy
 from .train import build_model, fit, resolve_device
-
-
-def run_info(device: torch.device | str | None = None) -> dict:
-    """Where and with what a result was produced."""
-    from importlib.metadata import version  # without importing torchvision (~170 MB) for its version
-
-    from .findings import cpu_model
-
-    device = torch.device(device or resolve_device("auto"))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = "", ""
-    return {
-        "device": str(device),
-        "device_name": name,
-        "cpu_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": str(torch.__version__),  # a TorchVersion would not load with weights_only
-        **{name: version(name) for name in ("torchvision", "numpy", "scikit-learn")},
-        "platform": platform.platform(),
-        "git_commit": commit + ("+dirty" if commit and dirty else ""),
-    }
 
 
 def load_data(cfg: ExperimentConfig) -> MNIST:

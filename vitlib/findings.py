@@ -9,90 +9,18 @@ judge how far another CPU may move it.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import platform
-import subprocess
 import time
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 
 from .files import readable_file
+from .provenance import environment, git_commit, machine
 from .results import write_json
 from .stats import mcnemar, mean_std, t_interval, wilson_interval
 
 COURSE_REPORT_ACCURACY = 0.73  # the one constant: what the course report claimed for its final model
-# Libraries whose version can change a number or a figure.
-LIBRARIES = ("torch", "numpy", "scipy", "scikit-learn", "pandas", "matplotlib", "joblib")
-# ... and the ones that only change how the figures and pages look.
-RENDERING = ("pillow", "nbconvert")
-
-
-def environment() -> dict:
-    """The packages that draw and render the report, and whether this is the locked environment."""
-    from .lockfile import LOCK, differences, locked_versions
-
-    info = {lib: version(lib) for lib in RENDERING}
-    if LOCK.is_file():
-        differ = differences(LOCK)
-        info["lock"] = (
-            f"all {len(locked_versions(LOCK))} packages as in requirements/lock.txt"
-            if not differ
-            else f"{len(differ)} package(s) differ from requirements/lock.txt: "
-            + ", ".join(f"{k} {have or 'missing'}" for k, (_, have) in sorted(differ.items())[:5])
-        )
-    return info
-
-
-def cpu_model() -> str:
-    """The processor's model name ("Intel(R) Xeon(R) ..."), where the system says it; else its architecture."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
-def machine() -> dict:
-    """What a rebuild must share with the committed build to give bit-identical numbers."""
-    info = {
-        "cpu": cpu_model(),
-        "cpu_flags": "",
-        "cores": os.cpu_count(),
-        "arch": platform.machine(),
-        "python": platform.python_version(),
-        **{lib: version(lib) for lib in LIBRARIES},
-    }
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = f.read().splitlines()
-        flags = next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags"))
-        info["cpu_flags"] = hashlib.sha1(" ".join(sorted(flags)).encode()).hexdigest()[:12]
-    except (OSError, StopIteration):
-        pass
-    return info
-
-
-def _commit() -> str:
-    here = Path(__file__).parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            # ":/" = from the repository's top (the command runs in vitlib/)
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/vitlib", ":/notebooks", ":/params"],
-            capture_output=True,
-            text=True,
-            cwd=here,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return commit + ("+modified" if commit and dirty else "")
 
 
 def _number(value, spread=None, kind="fraction", label=""):
@@ -190,7 +118,7 @@ def gather(study) -> dict:
 def built(timing: dict, **extra) -> dict:
     """How and where a results file was made: commit, date, machine, environment, stage wall times."""
     return {
-        "commit": _commit(),
+        "commit": git_commit(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),
         "environment": environment(),
