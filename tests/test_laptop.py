@@ -196,7 +196,7 @@ def _folder(name: str) -> str:
 def test_every_tested_final_model_is_disclosed():
     """A final model that was tested and then replaced stays in the report: its folder in
     report/laptop/withdrawn/ (config, metrics and why, no weights), its number in results.json, a note."""
-    from vitlib import report
+    from vitlib import laptop_report as report
     from vitlib.experiment import load_run
 
     study = laptop.LaptopStudy(Study("laptop", "laptop", build_config("laptop")))
@@ -223,7 +223,7 @@ def test_every_tested_final_model_is_disclosed():
 def test_the_candidates_text_weighs_the_margin_over_the_runner_up():
     """The chosen recipe against the next best on the same held-out digits (exact McNemar test):
     a one-digit margin is said to be within chance, a large one not."""
-    from vitlib import report
+    from vitlib import laptop_report as report
 
     right = np.ones(5000, bool)
     a, b, c = right.copy(), right.copy(), right.copy()

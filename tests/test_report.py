@@ -3,8 +3,9 @@ import shutil
 import pandas as pd
 import pytest
 
-from vitlib.report import ablation_conclusion, grid_effects_text, main_effects
 from vitlib.selection import SelectionResult
+from vitlib.selection_report import grid_effects_text, main_effects
+from vitlib.study_report import ablation_conclusion
 from vitlib.tables import Table
 
 

@@ -54,6 +54,7 @@ from .experiment import (
     train_and_test,
 )
 from .inference import evaluate
+from .report import runner_up
 from .results import write_npy
 from .stats import mcnemar, wilson_interval
 from .study import Study, project_root
@@ -301,7 +302,6 @@ def open_study(profile: str = "laptop", preset: str | None = None, **settings) -
 def gather(laptop: LaptopStudy) -> dict:
     """Every number the laptop report states, for results.json (as `findings.gather` for the others)."""
     from .findings import _number, built
-    from .report import runner_up
 
     candidates = laptop.candidates()
     chosen = laptop.chosen(candidates)
