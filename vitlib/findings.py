@@ -23,7 +23,7 @@ from .stats import mcnemar, mean_std, t_interval, wilson_interval
 COURSE_REPORT_ACCURACY = 0.73  # the one constant: what the course report claimed for its final model
 
 
-def _number(value, spread=None, kind="fraction", label=""):
+def number(value, spread=None, kind="fraction", label=""):
     return {"value": value, "spread": spread, "kind": kind, "label": label}
 
 
@@ -31,23 +31,23 @@ def gather(study) -> dict:
     """All the numbers of a finished study (every stage has run), read from its saved results."""
     selection = study.selection()
     numbers = {
-        "course_report.test_accuracy": _number(
+        "course_report.test_accuracy": number(
             COURSE_REPORT_ACCURACY, kind="constant", label="the course report's claim"
         )
     }
     for row in selection.summary.to_dict("records"):
         point = ", ".join(f"{k}={row[k]}" for k in selection.grid_keys)
-        numbers[f"selection.val_error[{point}]"] = _number(
+        numbers[f"selection.val_error[{point}]"] = number(
             row["val_error_mean"], row["val_error_std"], label=f"validation error, {point}"
         )
     is_best = np.logical_and.reduce([selection.summary[k] == v for k, v in selection.best.items()] or [True])
     best = selection.summary[is_best].iloc[0]
-    numbers["selection.best"] = _number(
+    numbers["selection.best"] = number(
         ", ".join(f"{k}={v}" for k, v in selection.best.items()),
         kind="text",
         label="the configuration model selection picks",
     )
-    numbers["selection.best.val_error"] = _number(
+    numbers["selection.best.val_error"] = number(
         float(best["val_error_mean"]),
         float(best["val_error_std"]),
         label="its validation error (mean ± std over folds)",
@@ -55,16 +55,16 @@ def gather(study) -> dict:
 
     ok = selection.summary[selection.summary["failed_folds"] == 0]
     noise = float(ok["val_error_std"].median())
-    numbers["selection.fold_noise"] = _number(noise, kind="spread", label="median fold standard deviation")
+    numbers["selection.fold_noise"] = number(noise, kind="spread", label="median fold standard deviation")
     for key in selection.grid_keys:
         means = ok.groupby(key, sort=False)["val_error_mean"].mean()
         if len(means) > 1:
-            numbers[f"selection.effect[{key}]"] = _number(
+            numbers[f"selection.effect[{key}]"] = number(
                 float(means.max() - means.min()),
                 noise,
                 label=f"main effect of {key}: spread of its mean validation error",
             )
-            numbers[f"selection.effect[{key}].best"] = _number(
+            numbers[f"selection.effect[{key}].best"] = number(
                 str(means.idxmin()), kind="text", label=f"{key}'s best value on average"
             )
 
@@ -76,24 +76,24 @@ def gather(study) -> dict:
     lo, hi = wilson_interval(round(final["test_accuracy"] * final["n_test"]), final["n_test"])
     numbers.update(
         {
-            "final.test_accuracy": _number(final["test_accuracy"], std, label="final model's test accuracy"),
-            "final.test_accuracy.ci_low": _number(lo, std, label="its 95% Wilson interval, low end"),
-            "final.test_accuracy.ci_high": _number(hi, std, label="its 95% Wilson interval, high end"),
-            "final.parameters": _number(final["parameters"], kind="count", label="final model's parameters"),
-            "final.n_test": _number(final["n_test"], kind="count", label="test images"),
-            "final.n_train": _number(final["n_train"], kind="count", label="training images"),
-            "seeds.test_accuracy.mean": _number(mean, std, label=f"test accuracy over {len(accs)} seeds, mean"),
-            "seeds.test_accuracy.std": _number(std, kind="spread", label="the same, standard deviation"),
+            "final.test_accuracy": number(final["test_accuracy"], std, label="final model's test accuracy"),
+            "final.test_accuracy.ci_low": number(lo, std, label="its 95% Wilson interval, low end"),
+            "final.test_accuracy.ci_high": number(hi, std, label="its 95% Wilson interval, high end"),
+            "final.parameters": number(final["parameters"], kind="count", label="final model's parameters"),
+            "final.n_test": number(final["n_test"], kind="count", label="test images"),
+            "final.n_train": number(final["n_train"], kind="count", label="training images"),
+            "seeds.test_accuracy.mean": number(mean, std, label=f"test accuracy over {len(accs)} seeds, mean"),
+            "seeds.test_accuracy.std": number(std, kind="spread", label="the same, standard deviation"),
         }
     )
     for name, m in seeds.items():
-        numbers[f"seeds.test_accuracy[{name.split(' (')[0]}]"] = _number(m["test_accuracy"], std, label=name)
+        numbers[f"seeds.test_accuracy[{name.split(' (')[0]}]"] = number(m["test_accuracy"], std, label=name)
     if "runner-up" in runs:
         test = mcnemar(final["test_correct"], runs["runner-up"]["test_correct"])
-        numbers["runner_up.test_accuracy"] = _number(
+        numbers["runner_up.test_accuracy"] = number(
             runs["runner-up"]["test_accuracy"], std, label="runner-up of selection, test accuracy"
         )
-        numbers["runner_up.mcnemar_p"] = _number(test["p_value"], kind="p", label="McNemar p, final vs runner-up")
+        numbers["runner_up.mcnemar_p"] = number(test["p_value"], kind="p", label="McNemar p, final vs runner-up")
 
     for (row, per_seed), preset in zip(study.ablation().items(), study.ablation_presets()):
         accs = [m["test_accuracy"] for m in per_seed]
@@ -101,17 +101,17 @@ def gather(study) -> dict:
         lo, hi = t_interval(accs)
         numbers.update(
             {
-                f"ablation.{preset}.mean": _number(mean, std, label=f"{row}: mean over {len(accs)} seeds"),
-                f"ablation.{preset}.std": _number(std, kind="spread", label=f"{row}: standard deviation"),
-                f"ablation.{preset}.ci_low": _number(lo, std, label=f"{row}: 95% t-interval, low end"),
-                f"ablation.{preset}.ci_high": _number(hi, std, label=f"{row}: 95% t-interval, high end"),
-                f"ablation.{preset}.parameters": _number(
+                f"ablation.{preset}.mean": number(mean, std, label=f"{row}: mean over {len(accs)} seeds"),
+                f"ablation.{preset}.std": number(std, kind="spread", label=f"{row}: standard deviation"),
+                f"ablation.{preset}.ci_low": number(lo, std, label=f"{row}: 95% t-interval, low end"),
+                f"ablation.{preset}.ci_high": number(hi, std, label=f"{row}: 95% t-interval, high end"),
+                f"ablation.{preset}.parameters": number(
                     per_seed[0]["parameters"], kind="count", label=f"{row}: parameters"
                 ),
             }
         )
         for k, m in enumerate(per_seed):
-            numbers[f"ablation.{preset}.seed{k}"] = _number(m["test_accuracy"], std, label=f"{row}: seed run {k}")
+            numbers[f"ablation.{preset}.seed{k}"] = number(m["test_accuracy"], std, label=f"{row}: seed run {k}")
     return {"profile": study.profile, "numbers": numbers, "built": built(study.timing())}
 
 

@@ -53,6 +53,7 @@ from .experiment import (
     score_before_rescoring,
     train_and_test,
 )
+from .findings import built, number, save
 from .inference import evaluate
 from .report import runner_up
 from .results import write_npy
@@ -249,7 +250,7 @@ class LaptopStudy:
         self.study.log(f"Final model: the laptop recipe on all {len(data.train_images):,} training images")
         start = time.perf_counter()
         train_and_test(self.config, data, folder, progress=False, log=self.study.log)
-        self.study._save_timing("final_seconds", start)
+        self.study.record_time("final_seconds", start)
         return load_run(folder)
 
     def withdrawn(self) -> dict[str, dict]:
@@ -280,17 +281,12 @@ class LaptopStudy:
         if all(metrics is not None for metrics in found.values()):
             return found
         self.study.log(what)
-        start = time.perf_counter()
         validation = load_data(next(iter(runs.values())))  # every run of a stage has the same split
-        done = self.study._runs(runs, validation, out)
-        self.study._save_timing(f"{stage}_seconds", start)
-        return done
+        return self.study.run_set(runs, out, validation, f"{stage}_seconds")
 
     def write_findings(self) -> dict:
-        from . import findings
-
         results = gather(self)
-        findings.save(results, self.study.out / "results.json")
+        save(results, self.study.out / "results.json")
         return results
 
 
@@ -301,62 +297,61 @@ def open_study(profile: str = "laptop", preset: str | None = None, **settings) -
 
 def gather(laptop: LaptopStudy) -> dict:
     """Every number the laptop report states, for results.json (as `findings.gather` for the others)."""
-    from .findings import _number, built
 
     candidates = laptop.candidates()
     chosen = laptop.chosen(candidates)
-    numbers = {"laptop.chosen": _number(chosen, kind="text", label="the recipe the validation split chose")}
+    numbers = {"laptop.chosen": number(chosen, kind="text", label="the recipe the validation split chose")}
     for name, m in candidates.items():
-        numbers[f"candidate.val_error[{name}]"] = _number(m["test_error"], label=f"{name}: validation error")
-        numbers[f"candidate.parameters[{name}]"] = _number(m["parameters"], kind="count", label=f"{name}: parameters")
+        numbers[f"candidate.val_error[{name}]"] = number(m["test_error"], label=f"{name}: validation error")
+        numbers[f"candidate.parameters[{name}]"] = number(m["parameters"], kind="count", label=f"{name}: parameters")
     versus = mcnemar(candidates[chosen]["test_correct"], candidates[runner_up(candidates, chosen)]["test_correct"])
-    numbers["candidate.runner_up_mcnemar_p"] = _number(
+    numbers["candidate.runner_up_mcnemar_p"] = number(
         versus["p_value"], kind="p", label="McNemar p on the validation split, chosen recipe vs runner-up"
     )
     views = laptop.test_views(candidates)
     for name, v in views.items():
-        numbers[f"candidate.val_error_shifted[{name}]"] = _number(
+        numbers[f"candidate.val_error_shifted[{name}]"] = number(
             v["error"], label=f"{name}: validation error with shifted copies"
         )
-    numbers["laptop.test_shifts"] = _number(
+    numbers["laptop.test_shifts"] = number(
         laptop.chosen_test_shifts(candidates, views),
         kind="count",
         label="shift of the copies the validation split chose (px; 0: none)",
     )
     rows = laptop.ingredients(candidates)
     for name, m in rows.items():
-        numbers[f"ingredient.val_error[{name}]"] = _number(m["test_error"], label=f"{name}: validation error")
+        numbers[f"ingredient.val_error[{name}]"] = number(m["test_error"], label=f"{name}: validation error")
     final = laptop.final()
     n = final["n_test"]
     lo, hi = wilson_interval(round(final["test_accuracy"] * n), n)
     spread = (hi - lo) / 2  # one seed: the test set's own uncertainty is the spread the report states
     if (before := score_before_rescoring(final)) is not None:  # seen before the prediction changed
-        numbers["final.test_accuracy_before_rescoring"] = _number(
+        numbers["final.test_accuracy_before_rescoring"] = number(
             before,
             kind="constant",
             label="its test accuracy as first scored, before its prediction changed",
         )
     numbers.update(
         {
-            "final.test_accuracy": _number(final["test_accuracy"], spread, label="the laptop model's test accuracy"),
-            "final.test_accuracy.ci_low": _number(lo, spread, label="its 95% Wilson interval, low end"),
-            "final.test_accuracy.ci_high": _number(hi, spread, label="its 95% Wilson interval, high end"),
+            "final.test_accuracy": number(final["test_accuracy"], spread, label="the laptop model's test accuracy"),
+            "final.test_accuracy.ci_low": number(lo, spread, label="its 95% Wilson interval, low end"),
+            "final.test_accuracy.ci_high": number(hi, spread, label="its 95% Wilson interval, high end"),
             **(
                 {
-                    "final.test_accuracy_single_view": _number(
+                    "final.test_accuracy_single_view": number(
                         final["test_accuracy_single_view"], spread, label="its test accuracy reading each digit alone"
                     )
                 }
                 if "test_accuracy_single_view" in final
                 else {}
             ),
-            "final.parameters": _number(final["parameters"], kind="count", label="the laptop model's parameters"),
-            "final.n_train": _number(final["n_train"], kind="count", label="training images"),
-            "final.n_test": _number(n, kind="count", label="test images"),
+            "final.parameters": number(final["parameters"], kind="count", label="the laptop model's parameters"),
+            "final.n_train": number(final["n_train"], kind="count", label="training images"),
+            "final.n_test": number(n, kind="count", label="test images"),
         }
     )
     for name, m in laptop.withdrawn().items():
-        numbers[f"withdrawn.test_accuracy[{name}]"] = _number(
+        numbers[f"withdrawn.test_accuracy[{name}]"] = number(
             m["test_accuracy"], kind="constant", label=f"withdrawn final model ({name}): test accuracy"
         )
     timing = {**laptop.study.timing(), "final_train_seconds": final["train_seconds"]}

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from . import findings
 from .checkpoint import load_checkpoint
 from .checks import reject_unknown
 from .config import FIELD_SECTION, ExperimentConfig, build_config, load_yaml
@@ -95,7 +96,7 @@ class Study:
         self.log(f"Model selection: {len(self.config.grid_points())} configs x {self.config.selection.folds} folds")
         start = time.perf_counter()
         result = select(self.config, data, self.out / "selection", progress=True, log=self.log)
-        self._save_timing(
+        self.record_time(
             "selection_seconds",
             start,
             result.reused == len(result.trials),
@@ -121,11 +122,7 @@ class Study:
         """The selected config trained on all training images, tested after every epoch (read back
         if it is already there)."""
         self.log(f"Final model: {_point(self.selection().best)} on all {len(data.train_images):,} training images")
-        start, runs = time.perf_counter(), {"final": self.final_config()}
-        reused = self._all_finished(runs, self.out)
-        metrics = self._runs(runs, data, self.out)["final"]
-        self._save_timing("final_seconds", start, reused)
-        return metrics
+        return self.run_set({"final": self.final_config()}, self.out, data, "final_seconds")["final"]
 
     def final_model(self) -> torch.nn.Module:
         """The final model, from its checkpoint."""
@@ -152,11 +149,8 @@ class Study:
         runs = self.seed_run_configs()
         if data is not None:
             self.log(f"Seeds and runner-up: {len(runs)} more runs on all training images")
-        first, start = load_run(self.out / "final"), time.perf_counter()
-        reused = self._all_finished(runs, self.out / "final_variants")
-        others = self._runs(runs, data, self.out / "final_variants")
-        if data is not None:
-            self._save_timing("seeds_seconds", start, reused)
+        first = load_run(self.out / "final")
+        others = self.run_set(runs, self.out / "final_variants", data, "seeds_seconds")
         return {f"seed {self.final_config().train.seed} (the final model above)": first, **others}
 
     def ablation_configs(self) -> dict[str, ExperimentConfig]:
@@ -178,21 +172,20 @@ class Study:
         }
         if data is not None:
             self.log(f"Reproduction and ablation: {len(rows)} recipes x {N_SEEDS} seeds")
-        start, reused = time.perf_counter(), self._all_finished(runs, self.out / "ablation")
-        done = self._runs(runs, data, self.out / "ablation")
-        if data is not None:
-            self._save_timing("ablation_seconds", start, reused)
+        done = self.run_set(runs, self.out / "ablation", data, "ablation_seconds")
         return {row: [done[name] for name in runs if name.startswith(f"{row} · ")] for row in rows}
 
-    @staticmethod
-    def _all_finished(runs: dict, out_dir: Path) -> bool:
-        return all(is_finished(run_folder(out_dir, name)) for name in runs)
-
-    def _runs(self, runs: dict, data: MNIST | None, out_dir: Path) -> dict:
-        if data is None:  # read back only
-            return {name: load_run(run_folder(out_dir, name)) for name in runs}
+    def run_set(self, runs: dict[str, ExperimentConfig], folder: Path, data: MNIST | None, timing_key: str) -> dict:
+        """The one stage runner: named configurations -> their metrics. With `data`, each run is
+        trained into folder/<name>/ (or read back where it is finished, in parallel as the profile
+        says) and the stage's wall time kept under `timing_key`; without, all are read back."""
+        if data is None:
+            return {name: load_run(run_folder(folder, name)) for name in runs}
+        start, reused = time.perf_counter(), all(is_finished(run_folder(folder, name)) for name in runs)
         sel = self.config.selection
-        return train_runs(runs, data, out_dir, sel.n_jobs, sel.joblib_backend, log=self.log)
+        done = train_runs(runs, data, folder, sel.n_jobs, sel.joblib_backend, log=self.log)
+        self.record_time(timing_key, start, reused)
+        return done
 
     def log(self, line: str) -> None:
         """A progress line: into build.log, and into the notebook unless `vitlib.build` runs it
@@ -205,13 +198,11 @@ class Study:
 
     def write_findings(self) -> dict:
         """Gather every number of the finished study into results.json (the last stage)."""
-        from . import findings
-
         results = findings.gather(self)
         findings.save(results, self.out / "results.json")
         return results
 
-    def _save_timing(self, key: str, start: float, reused: bool = False, **extra) -> None:
+    def record_time(self, key: str, start: float, reused: bool = False, **extra) -> None:
         """Record a stage's wall time; a stage whose results were all read back keeps the time of the
         build that computed them (a rebuild that only re-renders says how long the work took)."""
         self.out.mkdir(parents=True, exist_ok=True)
