@@ -48,7 +48,7 @@ test: data ## Run the test suite
 test-fast: data ## Run the tests not marked slow (no notebooks, compiling or clusters)
 	$(PY) -m pytest -m "not slow"
 
-clean: ## Remove runs and caches (keeps .venv and data)
+clean: ## Remove runs and caches (keeps .venv, data and the builds in build/)
 	rm -rf runs .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
 

@@ -98,7 +98,7 @@ def test_a_standard_deviation_may_change_by_a_factor_r(factor, held):
 
 def test_an_interval_bound_moves_with_its_mean_and_spread():
     """The EPYC ablation.original.ci_low moved 8.6 points, mostly by the spread (3.4 -> 6.2 points);
-    the same bound moved as far with its mean and spread unchanged is caught."""
+    with its mean and spread as committed, a bound moved three times that far is caught."""
     assert verdicts(XEON, EPYC)["ablation.original.ci_low"] == "within tolerance"
     name, still = "ablation.original", copy.deepcopy(EPYC)
     for part in ("mean", "std"):
@@ -140,5 +140,33 @@ def test_a_missing_or_broken_number_fails():
 def test_the_rebuilds_are_committed_not_ignored():
     """A fresh clone must have them: none of these files may fall under a .gitignore pattern."""
     files = [str(p) for p in sorted(DATA.iterdir())]
-    ignored = subprocess.run(["git", "check-ignore", *files], cwd=DATA, capture_output=True, text=True).stdout
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *files], cwd=DATA, capture_output=True, text=True
+    ).stdout  # --no-index: a tracked file under an ignore pattern is reported too
     assert ignored == "" and len(files) == 5
+
+
+def test_the_constants_are_the_ones_report_readme_states():
+    text = (Path(__file__).parents[1] / "report" / "README.md").read_text()
+    assert (K, R) == (3.0, 10.0) and "K = 3" in text and "a factor of 10" in text
+
+
+def test_a_bound_of_three_equal_seeds_may_move_with_its_spread():
+    """Committed seeds 0.9, 0.9, 0.9 (s = 0); rebuilt 0.9, 0.9, 0.91: each seed, the mean and the
+    spread hold, and so must the interval bounds, which move with the spread's t/√n."""
+    from vitlib.stats import mean_std, t_interval
+
+    def results(accs, flags):
+        mean, std = mean_std(accs)
+        lo, hi = t_interval(accs)
+        row = {"mean": mean, "ci_low": lo, "ci_high": hi}
+        numbers = {
+            f"ablation.x.{k}": {"value": v, "spread": std, "kind": "fraction", "label": ""} for k, v in row.items()
+        }
+        numbers["ablation.x.std"] = {"value": std, "spread": None, "kind": "spread", "label": ""}
+        for i, a in enumerate(accs):
+            numbers[f"ablation.x.seed{i}"] = {"value": a, "spread": std, "kind": "fraction", "label": ""}
+        return {"numbers": numbers, "built": {"machine": {"cpu_flags": flags}}}
+
+    table, _ = compare(results([0.9, 0.9, 0.9], "a"), results([0.9, 0.9, 0.91], "b"))
+    assert table["ok"].all(), table[~table["ok"]].to_string()

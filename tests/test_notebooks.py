@@ -195,6 +195,14 @@ def test_a_misspelled_setting_stops_the_build_before_any_notebook(tmp_path):
         build.execute("smoke", params)
 
 
+def test_a_parameter_file_may_set_only_the_notebooks_parameters(tmp_path):
+    """A setting the notebooks do not take would be dropped on the way: refused, with the fix."""
+    params = tmp_path / "deeper.yaml"
+    params.write_text("depth: 2\n")
+    with pytest.raises(ValueError, match="sets depth, which notebooks/01_model_selection.ipynb does not take"):
+        build.execute("smoke", params)
+
+
 @runs_notebooks
 def test_invalid_value_fails_before_training(tmp_path, monkeypatch):
     error = notebook_error(NOTEBOOKS[0], {"profile": "smoke", "lr": -0.1}, tmp_path, monkeypatch)

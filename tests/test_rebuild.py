@@ -87,7 +87,8 @@ def test_promote_copies_a_complete_build_and_nothing_else(tmp_path, monkeypatch)
     (build / "report.pdf").write_text("pdf")
     for name in ("metrics.json", "checkpoint.pt", "train.log"):
         (build / "candidates" / "a" / name).write_text(name)
-    (reference / "candidates").mkdir(parents=True)  # a reference that keeps saved runs
+    (reference / "candidates" / "a").mkdir(parents=True)  # a reference that keeps saved runs
+    (reference / "candidates" / "a" / "metrics.json").write_text("an older run")
     copied = rebuild.promote("seed")
     assert sorted(p.relative_to(reference).as_posix() for p in copied) == [
         "candidates/a/metrics.json",

@@ -3,7 +3,7 @@ build/<profile>/, then render them with nbconvert into report.html and report.pd
 findings first) and one HTML per notebook (with code). `vitlib.rebuild` sets the build against the
 committed reference in report/<profile>/.
 
-While the notebooks run, the terminal shows their progress (report/<profile>/build.log) and
+While the notebooks run, the terminal shows their progress (build/<profile>/build.log) and
 nothing else: what the Jupyter kernels print to their own stderr goes to kernel.log.
 """
 
@@ -14,6 +14,7 @@ import functools
 import html
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from .config import load_yaml
 from .files import writable_folder
-from .study import BATCH_ENV, Study, open_study, project_root, reference_dir
+from .study import BATCH_ENV, BUILD_ENV, Study, open_study, project_root, reference_dir
 
 RENDERED = ("report.pdf", "report.html", "results.json")  # what a build makes that the reference commits
 
@@ -49,7 +50,24 @@ def profile_parameters(profile: str, params_file: Path | None = None, quiet: boo
         raise ValueError(f"{params_file} names profile {named!r}, not {profile!r}. Fix: remove its `profile:` line")
     with contextlib.redirect_stdout(None) if quiet else contextlib.nullcontext():
         study = open_study(profile, **overrides)
+    for name in study.notebooks:
+        declared = notebook_parameters(project_root() / "notebooks" / name)
+        missing = sorted(set(overrides) - declared)
+        if missing:
+            raise ValueError(
+                f"{params_file} sets {', '.join(missing)}, which notebooks/{name} does not take as a parameter "
+                f"(it takes {', '.join(sorted(declared))}). Fix: make a profile of your own, "
+                f"params/<name>.yaml, with those settings, and run `make report PROFILE=<name>`"
+            )
     return {"profile": profile, **overrides}, study
+
+
+def notebook_parameters(path: Path) -> set[str]:
+    """The names a notebook's cell tagged `parameters` declares (one `name = value` per line)."""
+    import nbformat
+
+    cell = next(c for c in nbformat.read(str(path), as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    return {line.split("=", 1)[0].strip() for line in cell.source.splitlines() if "=" in line}
 
 
 def _say(line: str) -> None:
@@ -62,6 +80,8 @@ def execute(profile: str, params_file: Path | None = None, echo=_say, resume_fro
     starts from the saved runs committed in report/<profile>/ (where runs took hours)."""
     import papermill as pm
 
+    if os.environ.get(BUILD_ENV):  # the kernels run in notebooks/: a relative folder must mean the same there
+        os.environ[BUILD_ENV] = str(Path(os.environ[BUILD_ENV]).resolve())
     params, study = profile_parameters(profile, params_file)
     root, notebooks = project_root(), study.notebooks
     out = writable_folder(study.out, "build folder")
@@ -282,6 +302,7 @@ def render(profile: str, pdf: bool = True, params_file: Path | None = None) -> d
         if study.preset == "laptop"
         else f"Vision Transformers on MNIST: a course report rerun, fixed and explained ({profile} profile)"
     )
+    (out / "report.pdf").unlink(missing_ok=True)  # a PDF of an earlier build must not pass for this one
     combined = combine(executed, title)
     nbformat.write(combined, str(out / "report.ipynb"))
     written = {}
@@ -314,15 +335,27 @@ def render(profile: str, pdf: bool = True, params_file: Path | None = None) -> d
     return written
 
 
+def committed_files(folder: Path) -> list[Path]:
+    """The files of `folder` that git tracks (all of them outside a git checkout): what a reference
+    commits, without what an older build may have left there."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--", "."], cwd=folder, capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return sorted(p for p in folder.rglob("*") if p.is_file())
+    return sorted(folder / name for name in listed.split("\0") if name)
+
+
 def copy_saved_runs(reference: Path, out: Path) -> int:
     """Copy what report/<profile>/ commits besides the rendered report (saved runs, their wall
     times) into the build folder, each file only where the build has none; how many were copied."""
     copied = 0
     if not reference.is_dir():
         return 0
-    for source in sorted(reference.rglob("*")):
+    for source in committed_files(reference):
         relative = source.relative_to(reference)
-        if source.is_dir() or str(relative) in RENDERED:
+        if str(relative) in RENDERED:
             continue
         target = out / relative
         if not target.exists():

@@ -258,7 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
         "report/PROFILE/results.json (which it leaves as it is).",
     )
     p.add_argument("--profile", default="seed", help="parameter profile params/PROFILE.yaml (default: seed)")
-    p.add_argument("--params", type=Path, help="another parameter file instead of params/PROFILE.yaml")
+    p.add_argument(
+        "--params",
+        type=Path,
+        help="a YAML file of notebook parameters applied on top of params/PROFILE.yaml (results go to build/PROFILE-<hash>/ if they change the numbers)",
+    )
     p.add_argument("--render-only", action="store_true", help="render the already executed notebooks")
     p.add_argument("--no-pdf", action="store_true", help="make only the HTML")
     p.set_defaults(func=cmd_report)

@@ -123,7 +123,13 @@ def _bound_tolerance(name: str, c: dict, have: dict, new: dict) -> float | None:
         if sigma is None or spread not in new:
             return None
         s_c, s_r = have[spread]["value"], new[spread]["value"]
-        per_spread = abs(c["value"] - have[centre]["value"]) / s_c if s_c > 0 else 0.0  # t/√n
+        # t/√n, from whichever file has a spread to divide by (three equal seeds give s = 0)
+        if s_c > 0:
+            per_spread = abs(c["value"] - have[centre]["value"]) / s_c
+        elif s_r > 0 and name in new and centre in new:
+            per_spread = abs(new[name]["value"] - new[centre]["value"]) / s_r
+        else:
+            per_spread = 0.0
         return K * sigma + per_spread * abs(s_r - s_c)
     count = f"{stem.rsplit('.', 1)[0]}.n_test"
     if stem in have and count in have:  # a Wilson interval on n_test images

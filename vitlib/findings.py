@@ -1,4 +1,5 @@
-"""Every number the report states, in one file per profile: `report/<profile>/results.json`.
+"""Every number a report states, in one file per build: `build/<profile>/results.json` (committed as
+`report/<profile>/results.json` when a build is promoted to the reference).
 
 `gather` collects them from a study's saved results and `save` writes the file (notebook 04 does
 both, last); `load` reads it (the report's headline, the README test, `vitlib.rebuild`). Each

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import findings
-from .build import RENDERED, execute, profile_parameters
+from .build import RENDERED, committed_files, execute, profile_parameters
 from .compare import compare, counts
 from .study import BUILD_ENV, Study, project_root, reference_dir
 
@@ -78,13 +78,13 @@ def comparison(committed: dict, rebuilt: dict, echo=_say) -> pd.DataFrame:
         )
     line = f"  {n['equal']} of {len(table)} numbers equal, {n['within tolerance']} moved within tolerance"
     line += f", {n['MOVED']} beyond it" + (f", {n['missing']} missing" if n["missing"] else "")
-    line += f" ({n['not checked']} not checked: p-values)" if n["not checked"] else ""
+    line += f" ({n['not checked']} not checked: p-values and numbers with no stated spread)" if n["not checked"] else ""
     echo(line)
     bad = table[~table["ok"]]
     for row in bad.head(SHOWN).itertuples():
         echo(
             f"  {row.verdict}: {row.number}: {_show(row.committed)} -> {_show(row.rebuilt)}"
-            + (f" (tolerance {_show(row.tolerance)})" if row.verdict == "MOVED" and row.tolerance is not None else "")
+            + (f" (tolerance {_show(row.tolerance)})" if row.verdict == "MOVED" and pd.notna(row.tolerance) else "")
         )
     if len(bad) > SHOWN:
         echo(f"  ... and {len(bad) - SHOWN} more")
@@ -146,8 +146,9 @@ def promote(profile: str, echo=_say) -> list[Path]:
     for name in RENDERED:
         shutil.copy2(build / name, reference / name)
         copied.append(reference / name)
-    for kept in sorted(p for p in reference.iterdir() if p.name not in RENDERED):
-        source = build / kept.name
+    kept_here = {p.relative_to(reference).parts[0] for p in committed_files(reference)} - set(RENDERED)
+    for name in sorted(kept_here):
+        source = build / name
         files = [source] if source.is_file() else sorted(source.rglob("*")) if source.is_dir() else []
         for f in files:
             if f.is_file() and not any(f.match(pattern) for pattern in NOT_COMMITTED):
