@@ -139,7 +139,7 @@ def _figure_notebook(pairs: int):
 def test_latex_keeps_each_caption_in_one_block_with_its_figure():
     from nbconvert import LatexExporter
 
-    from vitlib.build import pdf_settings
+    from vitlib.render import pdf_settings
 
     nb = _figure_notebook(2)
     nb.cells.insert(1, nb.cells.pop(0))  # text between the first figure and its caption: left alone
@@ -162,7 +162,7 @@ def test_pdf_never_breaks_a_page_between_a_figure_and_the_end_of_its_caption(tmp
 
     from nbconvert import PDFExporter
 
-    from vitlib.build import pdf_settings
+    from vitlib.render import pdf_settings
 
     pairs = 12
     pdf, _ = PDFExporter(**pdf_settings()).from_notebook_node(_figure_notebook(pairs))

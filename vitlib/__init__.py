@@ -4,7 +4,7 @@ Modules, one concern each, in the order data flows: `data`, `model`, `augment`, 
 `inference`, `checkpoint`, `config`, `parallel` (the job runner), `results` (when a saved result
 is reused), `selection` (k-fold model selection), `experiment` (full-data runs), `study` (the
 stages the notebooks run), `report` (tables and prose), `findings` (every number of a report),
-`build` (papermill and nbconvert), `compare` and `rebuild` (a build against the committed
+`build` and `render` (papermill, then nbconvert), `compare` and `rebuild` (a build against the committed
 reference), `cli` (`python -m vitlib`). docs/architecture.md has the table.
 """
 

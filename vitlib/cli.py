@@ -17,10 +17,11 @@ from pathlib import Path
 import yaml
 
 from . import rebuild
-from .build import NotebookFailed, execute, profile_parameters, render
+from .build import NotebookFailed, execute, profile_parameters
 from .config import FIELD_SECTION, PRESETS, SECTIONS, build_config
 from .data import MNISTError
 from .files import writable_folder
+from .render import render
 from .results import write_json
 from .train import TrainingDiverged
 

@@ -1,0 +1,149 @@
+"""Rendering a build: the executed notebooks, in report order, into report.html and report.pdf
+(code hidden, findings first, each figure kept with its caption on paper) and one HTML per
+notebook (with code), with nbconvert.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+from pathlib import Path
+
+from .build import profile_parameters
+
+
+def report_order(notebooks: list[str]) -> list[str]:
+    """The report reads its findings first; they are computed last, from everything before them."""
+    return [notebooks[-1], *notebooks[:-1]]
+
+
+PDF_PACKAGES = "texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc"
+
+
+def combine(notebooks: list[Path], title: str):
+    """One notebook of the executed ones in report order, without their parameter cells (code is
+    hidden anyway); cells tagged `at-end` (the findings notebook's closing sections) go last."""
+    import nbformat
+
+    parts = [nbformat.read(str(p), as_version=4) for p in notebooks]
+    combined = nbformat.v4.new_notebook(metadata=parts[0].metadata)
+    body, end = [], []
+    for nb in parts:
+        for cell in nb.cells:
+            tags = set(cell.get("metadata", {}).get("tags", []))
+            if not {"parameters", "injected-parameters"} & tags:
+                (end if "at-end" in tags else body).append(cell)
+    combined.cells = body + end
+    combined.metadata["title"] = title
+    combined.metadata["authors"] = [{"name": "vitlib"}]
+    return combined
+
+
+FIGURE_CAPTION = "**Figure "  # how `report.caption` starts a figure's caption
+
+
+def keep_captions_with_figures(nb):
+    """For the PDF: set each figure and the caption displayed right after it (in the same cell or
+    the next, with nothing between) as one unbreakable block. Otherwise LaTeX may end a page
+    between the two, or inside the caption. Runs after nbconvert has extracted the images to files.
+    """
+    from nbconvert.filters.pandoc import convert_pandoc
+
+    figure = None  # the last output shown, while it is a figure
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            figure = None
+            continue
+        kept = []
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            caption = data.get("text/markdown", "")
+            if (
+                figure is not None
+                and caption.startswith(FIGURE_CAPTION)
+                and set(data) <= {"text/markdown", "text/plain"}
+            ):
+                image = figure["metadata"]["filenames"]["image/png"]
+                figure["data"] = {
+                    "text/latex": "\n".join(
+                        [
+                            r"\par\noindent\begin{minipage}{\linewidth}",
+                            rf"{{\centering\adjustimage{{max size={{0.9\linewidth}}{{0.85\textheight}}}}{{{image}}}\par}}",
+                            r"\vspace{4pt}",
+                            convert_pandoc(caption, "markdown+tex_math_double_backslash", "latex").strip(),
+                            r"\end{minipage}",
+                            r"\par\medskip",
+                        ]
+                    )
+                }
+                figure = None
+                continue  # the caption now lives in the figure's block
+            kept.append(output)
+            shown = output.get("output_type") in ("display_data", "execute_result")
+            figure = output if shown and "image/png" in data and "filenames" in output.get("metadata", {}) else None
+        cell.outputs = kept
+    return nb
+
+
+CODE_HIDDEN = dict(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)  # report.{html,pdf}
+
+
+def pdf_settings() -> dict:
+    """nbconvert's settings for report.pdf (its LaTeX exporter takes the same)."""
+    return dict(
+        **CODE_HIDDEN,
+        raw_mimetypes=["text/latex"],  # its default would drop LaTeX raw cells
+        preprocessors=[lambda nb, resources: (keep_captions_with_figures(nb), resources)],
+    )
+
+
+def render(profile: str, pdf: bool = True, params_file: Path | None = None) -> dict:
+    """report.html and report.pdf (code hidden) plus one HTML per notebook (with code)."""
+    import nbformat
+    from nbconvert import HTMLExporter, PDFExporter
+
+    study = profile_parameters(profile, params_file, quiet=True)[1]
+    out = study.out
+    executed = [out / name for name in report_order(study.notebooks)]
+    missing = [str(p) for p in executed if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"executed notebooks missing: {', '.join(missing)}; run "
+            f"`python -m vitlib report --profile {profile}` without --render-only"
+        )
+    title = (
+        f"Vision Transformers on MNIST: the strongest one 2 CPU cores train in an hour ({profile} profile)"
+        if study.preset == "laptop"
+        else f"Vision Transformers on MNIST: a course report rerun, fixed and explained ({profile} profile)"
+    )
+    (out / "report.pdf").unlink(missing_ok=True)  # a PDF of an earlier build must not pass for this one
+    combined = combine(executed, title)
+    nbformat.write(combined, str(out / "report.ipynb"))
+    written = {}
+    # The PDF's title comes from the metadata (\maketitle); the HTML page needs it as a heading.
+    page = nbformat.from_dict(combined)
+    page.cells = [
+        nbformat.v4.new_markdown_cell(f"<h1>{html.escape(title)}</h1>", id="report-title")
+    ] + page.cells  # a fixed id keeps the HTML the same from build to build
+    body, _ = HTMLExporter(**CODE_HIDDEN).from_notebook_node(page, resources={"metadata": {"name": title}})
+    (out / "report.html").write_text(body)
+    written["html"] = out / "report.html"
+    for path in executed:
+        body, _ = HTMLExporter().from_notebook_node(
+            nbformat.read(str(path), as_version=4), resources={"metadata": {"name": path.stem}}
+        )
+        path.with_suffix(".html").write_text(body)
+    if pdf:
+        missing_tools = [t for t in ("xelatex", "pandoc") if shutil.which(t) is None]
+        if missing_tools:
+            print(
+                f"PDF skipped: {', '.join(missing_tools)} not found. For the PDF, install them, e.g. on "
+                f"Debian/Ubuntu: sudo apt-get install --no-install-recommends {PDF_PACKAGES}"
+            )
+        else:
+            print("Rendering the PDF with XeLaTeX ...", flush=True)
+            exporter = PDFExporter(**pdf_settings())
+            data, _ = exporter.from_notebook_node(combined, resources={"metadata": {"name": title}})
+            (out / "report.pdf").write_bytes(data)
+            written["pdf"] = out / "report.pdf"
+    return written
