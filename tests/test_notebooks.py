@@ -40,6 +40,13 @@ def test_source_notebooks_are_clean_and_thin(path):
     assert not any("globals()" in c.source for c in code)
 
 
+def test_cell_ids_are_unique_across_the_notebooks():
+    """The report combines the notebooks: a repeated id makes nbformat warn and invent random ones,
+    so the HTML would change from build to build."""
+    ids = [c["id"] for p in NOTEBOOKS for c in nbformat.read(str(p), as_version=4).cells]
+    assert len(ids) == len(set(ids))
+
+
 def test_notebooks_share_one_parameters_cell():
     cells = [
         next(c.source for c in nbformat.read(str(p), as_version=4).cells if "parameters" in c.metadata.get("tags", []))
@@ -85,7 +92,7 @@ def test_the_terminal_shows_progress_and_no_kernel_noise(smoke_report):
         assert f"[notebook {i}/4] {name}" in terminal
     assert re.search(r"\[4/4\] depth=2 fold 2: .* elapsed", terminal)  # each trial, with the time spent
     assert "[1/9] original (head softmax" in terminal
-    assert "without encryption" not in terminal and "Traceback" not in terminal
+    assert "without encryption" not in terminal and "Traceback" not in terminal and "DuplicateCellId" not in terminal
     assert "Model selection: 2 configs x 2 folds" in (out / "build.log").read_text()
     # where the report is, and that smoke has no committed reference to compare with
     assert f"Your report: {out / 'report.pdf'} and {out / 'report.html'}" in terminal or not shutil.which("xelatex")
