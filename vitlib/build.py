@@ -60,11 +60,11 @@ def notebook_parameters(path: Path) -> set[str]:
     return {line.split("=", 1)[0].strip() for line in cell.source.splitlines() if "=" in line}
 
 
-def _say(line: str) -> None:
+def say(line: str) -> None:
     print(line, flush=True)  # a pipe or a CI log shows progress as it happens, not at the end
 
 
-def execute(profile: str, params_file: Path | None = None, echo=_say, resume_from_reference: bool = True) -> list[Path]:
+def execute(profile: str, params_file: Path | None = None, echo=say, resume_from_reference: bool = True) -> list[Path]:
     """Run the notebooks with papermill and the profile's parameters into build/<profile>/,
     showing their progress lines with `echo`. Unless `resume_from_reference` is off, the build
     starts from the saved runs committed in report/<profile>/ (where runs took hours)."""

@@ -69,6 +69,10 @@ def _parse_grid(items: list[str] | None) -> dict | None:
     return grid
 
 
+def _profile_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="seed", help="parameter profile params/PROFILE.yaml (default: seed)")
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset",
@@ -258,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         "report.pdf there with nbconvert, and compare its numbers with the committed reference "
         "report/PROFILE/results.json (which it leaves as it is).",
     )
-    p.add_argument("--profile", default="seed", help="parameter profile params/PROFILE.yaml (default: seed)")
+    _profile_flag(p)
     p.add_argument(
         "--params",
         type=Path,
@@ -277,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         "moved beyond tolerance: none on the machine that built it; on another CPU, the rule in "
         "report/README.md).",
     )
-    p.add_argument("--profile", default="seed", help="parameter profile params/PROFILE.yaml (default: seed)")
+    _profile_flag(p)
     p.set_defaults(func=cmd_check_report)
 
     p = sub.add_parser(
@@ -288,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the reference keeps) into report/PROFILE/, the committed reference. For maintainers; "
         "review with git diff, then run `make readme` and commit.",
     )
-    p.add_argument("--profile", default="seed", help="parameter profile params/PROFILE.yaml (default: seed)")
+    _profile_flag(p)
     p.set_defaults(func=cmd_promote)
     return parser
 

@@ -15,16 +15,12 @@ from pathlib import Path
 import pandas as pd
 
 from . import findings
-from .build import RENDERED, committed_files, execute, profile_parameters
+from .build import RENDERED, committed_files, execute, profile_parameters, say
 from .compare import compare, counts
 from .study import BUILD_ENV, Study, project_root, reference_dir
 
 NOT_COMMITTED = ("checkpoint.pt", "*.log")  # a saved run's weights and logs stay out of git
 SHOWN = 6  # numbers beyond tolerance listed in the summary (all are in comparison.csv)
-
-
-def _say(line: str) -> None:
-    print(line, flush=True)
 
 
 def _here(path: Path) -> str:
@@ -35,7 +31,7 @@ def _here(path: Path) -> str:
         return str(path)
 
 
-def summarize(study: Study, echo=_say) -> pd.DataFrame | None:
+def summarize(study: Study, echo=say) -> pd.DataFrame | None:
     """A few lines for the end of `make report`: where the build is and how its numbers compare with
     the committed reference; the whole comparison goes to build/<profile>/comparison.csv."""
     out, profile = study.out, study.profile
@@ -58,9 +54,15 @@ def summarize(study: Study, echo=_say) -> pd.DataFrame | None:
     return table
 
 
-def comparison(committed: dict, rebuilt: dict, echo=_say) -> pd.DataFrame:
+def comparison(committed: dict, rebuilt: dict, echo=say) -> pd.DataFrame:
     """Compare a rebuild's results with the committed ones and say so in a few lines."""
     table, same = compare(committed, rebuilt)
+    say_comparison(table, same, committed, rebuilt, echo)
+    return table
+
+
+def say_comparison(table: pd.DataFrame, same: bool, committed: dict, rebuilt: dict, echo=say) -> None:
+    """The few lines on a comparison `compare` made: the machines, the counts, what moved."""
     was, now = committed["built"], rebuilt["built"]
     n = counts(table)
     echo(
@@ -88,10 +90,9 @@ def comparison(committed: dict, rebuilt: dict, echo=_say) -> pd.DataFrame:
         )
     if len(bad) > SHOWN:
         echo(f"  ... and {len(bad) - SHOWN} more")
-    return table
 
 
-def check(profile: str, echo=_say) -> bool:
+def check(profile: str, echo=say) -> bool:
     """Rebuild a profile from scratch in a temporary folder and compare every number of its
     results.json with the committed one; print the comparison; True when every number holds."""
     profile_parameters(profile, quiet=True)  # an unknown profile is named as such
@@ -108,13 +109,13 @@ def check(profile: str, echo=_say) -> bool:
                 os.environ.pop(BUILD_ENV, None)
             else:
                 os.environ[BUILD_ENV] = before
-    table, _ = compare(committed, rebuilt)
+    table, same = compare(committed, rebuilt)
     shown = table.drop(columns="ok").assign(
         **{c: table[c].map(_show) for c in ("committed", "rebuilt", "difference", "tolerance")}
     )
     with pd.option_context("display.width", 200, "display.max_rows", None, "display.max_colwidth", 60):
         echo(shown.to_string(index=False))
-    table = comparison(committed, rebuilt, echo)
+    say_comparison(table, same, committed, rebuilt, echo)
     moved = int((~table["ok"]).sum())
     echo(
         f"check-report {profile}: {len(table) - moved} of {len(table)} numbers hold"
@@ -123,7 +124,7 @@ def check(profile: str, echo=_say) -> bool:
     return moved == 0
 
 
-def promote(profile: str, echo=_say) -> list[Path]:
+def promote(profile: str, echo=say) -> list[Path]:
     """Make build/<profile>/ the committed reference: copy its rendered report and results.json
     into report/<profile>/, and the newer versions of the saved runs the reference keeps. The
     files that were there are in git; `git diff` shows what changed."""
