@@ -65,7 +65,7 @@ check-report: data ## Rebuild $(PROFILE) from scratch in a temporary folder; fai
 promote: setup ## Maintainers: make build/$(PROFILE)/ the committed reference report/$(PROFILE)/ (then review, make readme, commit)
 	$(PY) -m vitlib promote --profile $(PROFILE)
 
-readme: setup ## Refresh the README's generated headline from the committed report/*/results.json
+readme: setup ## Refresh the README's generated headline table and figure (docs/headline.png) from report/*/results.json
 	$(PY) scripts/readme.py
 
 lab: setup ## Open JupyterLab on notebooks/README.md (run order, profiles) with the project's kernel
