@@ -10,17 +10,9 @@ from conftest import DATA_ROOT
 from PIL import Image
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from vitlib.data import (
-    LABEL_COUNTS,
-    RAW_MD5,
-    MNISTError,
-    ensure_mnist,
-    kfold_splits,
-    load_digit_image,
-    read_idx,
-    verify_mnist,
-    write_idx_from_pickle,
-)
+from vitlib.data import LABEL_COUNTS, holdout_validation, kfold_splits, read_idx
+from vitlib.digit_image import load_digit_image
+from vitlib.mnist_files import RAW_MD5, MNISTError, ensure_mnist, verify_mnist, write_idx_from_pickle
 
 
 def fake_pickle(pixels: dict, labels: dict) -> bytes:
@@ -143,8 +135,6 @@ def test_blank_image_is_refused(tmp_path):
 
 
 def test_a_held_out_validation_set_is_cut_from_the_training_set_only(tiny_data):
-    from vitlib.data import holdout_validation
-
     split = holdout_validation(tiny_data, 100)
     assert len(split.test_images) == 100 and len(split.train_images) == len(tiny_data.train_images) - 100
     # Every training image lands in exactly one part (images are distinct in the synthetic set).

@@ -3,7 +3,9 @@ from sklearn.metrics import recall_score
 
 from vitlib import explain
 from vitlib.config import build_config
-from vitlib.model import ViT, ViTConfig, sinusoidal_table
+from vitlib.layers import sinusoidal_table
+from vitlib.model import ViT
+from vitlib.model_config import ViTConfig
 
 
 def test_patches_are_the_image_blocks():

@@ -4,7 +4,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vitlib.config import PRESETS, build_config
-from vitlib.model import Attention, ViT, ViTConfig, count_parameters, shifted_copies, sinusoidal_table
+from vitlib.layers import Attention, drop_path, sinusoidal_table
+from vitlib.model import ViT, count_parameters, shifted_copies
+from vitlib.model_config import ViTConfig
 from vitlib.reference import ViT as ReferenceViT
 from vitlib.reference import vitlib_state_dict
 
@@ -146,8 +148,6 @@ def test_same_seed_gives_the_originals_initial_weights(depth, hu_ratio):
 
 def test_drop_path_draws_what_torchvision_draws():
     from torchvision.ops import stochastic_depth
-
-    from vitlib.model import drop_path
 
     x = torch.randn(64, 5, 8)
     for rate in (0.0, 0.3):

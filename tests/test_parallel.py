@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import vitlib.parallel as parallel
-from vitlib.parallel import resolve_backend
+import vitlib.forking as forking
+from vitlib.forking import resolve_backend
+from vitlib.parallel import run_jobs
 
 PRELUDE = f"""
 import json, logging, sys
@@ -17,7 +18,7 @@ sys.path.insert(0, {str(Path(__file__).parent)!r})
 from conftest import synthetic_digits
 from vitlib.config import build_config
 from vitlib.data import MNIST
-from vitlib.parallel import _autograd_survives_fork
+from vitlib.forking import autograd_survives_fork
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 data = MNIST(*synthetic_digits(300, 1), *synthetic_digits(100, 2))
 cfg = build_config("modern", {{"embed_dim": 16, "num_heads": 2, "epochs": 1, "batch_size": 64,
@@ -41,7 +42,7 @@ def test_multiprocessing_falls_back_to_loky_where_forks_cannot_work(monkeypatch)
     assert "cannot use cuda" in said[-1]
     assert resolve_backend("multiprocessing", 1, torch.device("cuda"), said.append) == "multiprocessing"
     assert resolve_backend("threading", 2, torch.device("cpu"), said.append) == "threading"
-    monkeypatch.setattr(parallel, "_autograd_survives_fork", lambda: False)
+    monkeypatch.setattr(forking, "autograd_survives_fork", lambda: False)
     assert resolve_backend("multiprocessing", 2, torch.device("cpu"), said.append) == "loky"
     assert "already trained" in said[-1] and len(said) == 2
 
@@ -68,19 +69,19 @@ def test_compiled_training_leaves_forks_usable_and_other_compiled_code_falls_bac
         from vitlib.train import build_model, fit
         fit(build_model(cfg.model, 0), data.train_images[:128], data.train_labels[:128],
             cfg.with_overrides(compile=True).train, progress=False)
-        print(json.dumps(_autograd_survives_fork()))
+        print(json.dumps(autograd_survives_fork()))
     """)
     assert after_fit is True
     result = run_fresh(f"""
         from vitlib.experiment import train_runs
         x = torch.randn(3, requires_grad=True)
         torch.compile(lambda t: (t * t).sum())(x).backward()  # a compiled first backward
-        poisoned = not _autograd_survives_fork()
+        poisoned = not autograd_survives_fork()
         variants = train_runs({{"a": cfg, "b": cfg.with_overrides(seed=1)}}, data, {str(tmp_path)!r},
                                   n_jobs=2, backend="multiprocessing", log=said.append)
         print(json.dumps({{"poisoned": poisoned, "said": said, "variants": sorted(variants)}}))
     """)
-    assert result["poisoned"], "PyTorch now lets forks run autograd after compiled code: revisit vitlib.parallel"
+    assert result["poisoned"], "PyTorch now lets forks run autograd after compiled code: revisit vitlib.forking"
     assert "already trained" in result["said"][0] and result["variants"] == ["a", "b"]
 
 
@@ -89,8 +90,6 @@ def _square(x):
 
 
 def test_run_jobs_returns_results_in_job_order_with_every_local_backend():
-    from vitlib.parallel import run_jobs
-
     said = []
     for backend in ("loky", "multiprocessing", "threading", "sequential"):
         for jobs in ([(3,)], [(1,), (2,), (3,)]):  # one job runs in this process, whatever the backend

@@ -5,7 +5,8 @@ import torch.nn.functional as F
 from vitlib.checkpoint import load_checkpoint, save_checkpoint
 from vitlib.config import build_config
 from vitlib.inference import evaluate, predict
-from vitlib.model import ViT, ViTConfig
+from vitlib.model import ViT
+from vitlib.model_config import ViTConfig
 from vitlib.reference import ViT as ReferenceViT
 from vitlib.reference import vitlib_state_dict
 from vitlib.train import TrainConfig, TrainingDiverged, build_model, fit, lr_factor, resolve_device

@@ -13,7 +13,8 @@ import torch
 import torch.nn as nn
 
 from .files import atomic_file, readable_file
-from .model import ViT, ViTConfig
+from .model import ViT
+from .model_config import ViTConfig
 from .train import resolve_device
 
 CHECKPOINT_FORMAT = 1  # raise when the layout below changes in a way older readers cannot follow

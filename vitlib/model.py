@@ -4,98 +4,22 @@ References: Dosovitskiy et al. 2020, "An Image is Worth 16x16 Words" (ViT); Vasw
 "Attention Is All You Need". One `ViTConfig` expresses both the course report's original model
 (per-head q/k/v, no output projection, fixed sinusoidal positions, optional softmax head) and the
 standard timm-style ViT (fused qkv + projection, learned positions, final LayerNorm, dropout).
+
+The architecture's settings are in `model_config`, the encoder's blocks in `layers`.
 """
 
 from __future__ import annotations
-
-import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from .attention import attention
-from .checks import check_choice, check_fields
+from .layers import Attention, Block, maybe_dropout, sinusoidal_table
+from .model_config import ViTConfig
 
 # Pixel statistics of the MNIST training set, used when `normalize_input` is on.
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-
-
-@dataclass
-class ViTConfig:
-    image_size: int = 28  # height = width of the input images, in pixels
-    in_chans: int = 1  # image channels
-    patch_size: int = 4  # side of a square patch; must divide image_size
-    num_classes: int = 10  # outputs of the head
-    embed_dim: int = 8  # token width
-    depth: int = 2  # number of encoder blocks
-    num_heads: int = 2  # attention heads; must divide embed_dim
-    mlp_hidden_dim: int = 16  # hidden units of each block's MLP
-    qkv_per_head: bool = False  # original: one Linear(d_head, d_head) per head on its slice of the token
-    attn_out_proj: bool = True  # output projection after attention (the original has none)
-    qkv_bias: bool = True  # bias in the q/k/v projections
-    pos_embed: str = "learned"  # 'learned', 'sinusoidal' (the original's fixed 1-D table) or 'none'
-    class_token: bool = True  # classify from a class token; False: mean of the patch tokens
-    final_norm: bool = True  # LayerNorm before the head (the original has none)
-    head_hidden_layers: int = 0  # hidden layers in the classification head (0: one Linear)
-    head_hidden_dim: int = 0  # width of those layers; 0 means mlp_hidden_dim
-    head_softmax: bool = False  # the original's Softmax after the head, which CrossEntropyLoss applies again
-    normalize_input: bool = False  # standardize pixels with the MNIST mean/std inside the model
-    drop_rate: float = 0.0  # dropout after position embedding, in MLPs and after projections
-    attn_drop_rate: float = 0.0  # dropout on the attention weights
-    drop_path_rate: float = 0.0  # stochastic depth, rising linearly to this value in the last block
-    init: str = "timm"  # 'timm' (truncated normal 0.02) or 'torch' (PyTorch defaults, as the original)
-    # Prediction only (training never sees it): average the class probabilities over the image and
-    # its four copies shifted this many pixels up, down, left and right (0: the image alone).
-    test_shifts: int = 0
-
-    def __post_init__(self):
-        check_fields(self)
-        if self.image_size % self.patch_size:
-            raise ValueError(
-                f"patch_size={self.patch_size} does not divide image_size={self.image_size}; "
-                f"choose one of {[p for p in range(1, self.image_size + 1) if self.image_size % p == 0]}"
-            )
-        if self.embed_dim % self.num_heads:
-            raise ValueError(
-                f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}; "
-                f"choose num_heads in {[h for h in range(1, self.embed_dim + 1) if self.embed_dim % h == 0]}"
-            )
-        check_choice("pos_embed", self.pos_embed, ("learned", "sinusoidal", "none"))
-        check_choice("init", self.init, ("timm", "torch"))
-        for name in (
-            "image_size",
-            "in_chans",
-            "patch_size",
-            "num_classes",
-            "embed_dim",
-            "depth",
-            "num_heads",
-            "mlp_hidden_dim",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if not 0 <= self.test_shifts < self.image_size:
-            raise ValueError(
-                f"test_shifts must be a whole number of pixels from 0 (no shifted copies) to "
-                f"{self.image_size - 1}, got {self.test_shifts}"
-            )
-        if self.head_hidden_layers < 0 or self.head_hidden_dim < 0:
-            raise ValueError("head_hidden_layers and head_hidden_dim must be >= 0")
-        for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-
-    @property
-    def num_patches(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
-
-    @property
-    def uses_dropout(self) -> bool:
-        """Whether training draws random masks (dropout or stochastic depth)."""
-        return bool(self.drop_rate or self.attn_drop_rate or self.drop_path_rate)
 
 
 def shifted_copies(images: torch.Tensor, pixels: int) -> list[torch.Tensor]:
@@ -109,108 +33,6 @@ def shifted_copies(images: torch.Tensor, pixels: int) -> list[torch.Tensor]:
     return [images] + [
         padded[..., p - dy : p - dy + h, p - dx : p - dx + w] for dy, dx in ((p, 0), (-p, 0), (0, p), (0, -p))
     ]
-
-
-def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
-    """The original report's fixed 1-D table: even columns sin(i / 10000^(j/d)), odd ones
-    cos(i / 10000^((j-1)/d)), computed in float64 as it did with numpy."""
-    i = torch.arange(num_positions, dtype=torch.float64)[:, None]
-    j = torch.arange(dim, dtype=torch.float64)[None, :]
-    even = j - (j % 2)
-    angle = i / (10000 ** (even / dim))
-    return torch.where(j % 2 == 0, torch.sin(angle), torch.cos(angle)).float()
-
-
-def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
-    """Stochastic depth (Huang et al. 2016): drop the residual branch of whole samples, scaling the
-    kept ones by 1 / (1 - rate). The same draws as torchvision.ops.stochastic_depth(x, rate, "row"),
-    written here so that training processes need not import torchvision (~170 MB each)."""
-    if not training or rate == 0.0:
-        return x
-    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1.0 - rate)
-    return x * keep.div_(1.0 - rate)
-
-
-def maybe_dropout(rate: float) -> nn.Module:
-    """Dropout, or nothing at all when the rate is 0 (a no-op module still costs a call per step)."""
-    return nn.Dropout(rate) if rate > 0 else nn.Identity()
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention, fused (timm) or with the original per-head projections."""
-
-    def __init__(self, cfg: ViTConfig):
-        super().__init__()
-        self.num_heads = cfg.num_heads
-        self.head_dim = cfg.embed_dim // cfg.num_heads
-        self.scale = self.head_dim**-0.5
-        self.per_head = cfg.qkv_per_head
-        if self.per_head:
-            # (q|k|v, head, out, in): a block-diagonal projection, one small Linear per head.
-            h, d = self.num_heads, self.head_dim
-            self.qkv_weight = nn.Parameter(torch.empty(3, h, d, d))
-            self.qkv_bias = nn.Parameter(torch.zeros(3, h, d)) if cfg.qkv_bias else None
-            bound = 1 / math.sqrt(d)  # nn.Linear's default init for in_features = d
-            nn.init.uniform_(self.qkv_weight, -bound, bound)
-            if self.qkv_bias is not None:
-                nn.init.uniform_(self.qkv_bias, -bound, bound)
-        else:
-            self.qkv = nn.Linear(cfg.embed_dim, 3 * cfg.embed_dim, bias=cfg.qkv_bias)
-        self.attn_drop = maybe_dropout(cfg.attn_drop_rate)
-        self.proj = nn.Linear(cfg.embed_dim, cfg.embed_dim) if cfg.attn_out_proj else nn.Identity()
-        self.proj_drop = maybe_dropout(cfg.drop_rate) if cfg.attn_out_proj else nn.Identity()
-        self.last_attn: torch.Tensor | None = None
-        self.keep_attn = False  # set by ViT.attention_maps to record the weights
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.per_head:
-            xh = rearrange(x, "b n (h d) -> b h n d", h=self.num_heads)
-            qkv = torch.einsum("bhni,khoi->kbhno", xh, self.qkv_weight)  # (3, B, h, N, d)
-            if self.qkv_bias is not None:
-                qkv = qkv + self.qkv_bias[:, None, :, None, :]
-        else:
-            qkv = rearrange(self.qkv(x), "b n (k h d) -> k b h n d", k=3, h=self.num_heads)
-        q, k, v = qkv.unbind(0)  # each (B, h, N, d)
-        # With head sizes of 4-16 the explicit form is faster on CPU than the fused SDPA kernel;
-        # scaling q rather than the scores touches N/d times fewer numbers.
-        q = q * self.scale
-        if self.keep_attn or self.training and isinstance(self.attn_drop, nn.Dropout):
-            attn = (q @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, h, N, N)
-            if self.keep_attn:
-                self.last_attn = attn.detach()
-            out = self.attn_drop(attn) @ v
-        else:
-            out = attention(q, k, v)
-        out = rearrange(out, "b h n d -> b n (h d)")
-        return self.proj_drop(self.proj(out))
-
-
-class FeedForward(nn.Sequential):
-    def __init__(self, dim: int, hidden_dim: int, dropout: float):
-        super().__init__(
-            nn.Linear(dim, hidden_dim),
-            nn.GELU(),
-            maybe_dropout(dropout),
-            nn.Linear(hidden_dim, dim),
-            maybe_dropout(dropout),
-        )
-
-
-class Block(nn.Module):
-    """Pre-norm encoder block: x + attn(norm(x)), then x + mlp(norm(x))."""
-
-    def __init__(self, cfg: ViTConfig, drop_path: float):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(cfg.embed_dim)
-        self.attn = Attention(cfg)
-        self.norm2 = nn.LayerNorm(cfg.embed_dim)
-        self.mlp = FeedForward(cfg.embed_dim, cfg.mlp_hidden_dim, cfg.drop_rate)
-        self.drop_path = drop_path
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + drop_path(self.attn(self.norm1(x)), self.drop_path, self.training)
-        x = x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
-        return x
 
 
 class ViT(nn.Module):

@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .cluster import CLUSTER_BACKENDS
 from .config import ExperimentConfig, grid_points
 from .data import MNIST, kfold_splits
 from .inference import evaluate
-from .parallel import CLUSTER_BACKENDS, run_jobs
+from .parallel import run_jobs
 from .results import check_same_experiment, result_settings, write_json
 from .train import TrainingDiverged, build_model, fit, resolve_device
 

@@ -21,9 +21,10 @@ from tqdm import tqdm
 from .augment import random_affine
 from .checks import check_choice, check_fields
 from .data import to_float
+from .forking import keep_forks_usable
 from .inference import evaluate
-from .model import ViT, ViTConfig
-from .parallel import keep_forks_usable
+from .model import ViT
+from .model_config import ViTConfig
 
 
 @dataclass
