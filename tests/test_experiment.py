@@ -2,13 +2,12 @@ import json
 import os
 import stat
 
-import numpy as np
 import pytest
 import torch
 
 from vitlib.checkpoint import load_checkpoint
 from vitlib.config import build_config
-from vitlib.experiment import differs_only_in_prediction, load_run, rescore_run, train_runs
+from vitlib.experiment import load_run, train_runs
 from vitlib.files import atomic_file
 from vitlib.inference import evaluate, predict
 from vitlib.results import write_json
@@ -117,31 +116,3 @@ def test_test_shifts_score_the_averaged_prediction_and_keep_the_single_view(tiny
     assert (done["test_correct"] == (averaged == y).numpy()).all()
     assert done["history"][-1]["eval_error"] == done["test_error_single_view"]  # the curve: the digit alone
     assert not torch.allclose(predict(model, x), predict(model, x, shifts=0))  # the copies were used
-
-
-def test_a_run_that_differs_only_in_how_it_predicts_is_scored_again_not_retrained(tiny_data, tmp_path):
-    plain = build_config("modern", BASE)
-    first = train_runs({"a": plain}, tiny_data, tmp_path, log=lambda *_: None)["a"]
-    folder = tmp_path / "a"
-    weights = torch.load(folder / "checkpoint.pt", weights_only=True)["model"]
-    assert not differs_only_in_prediction(folder, plain)
-    with pytest.raises(ValueError, match=r"different experiment: epochs \(1 there, 2 now\)"):
-        differs_only_in_prediction(folder, plain.with_overrides(epochs=2, test_shifts=1))
-    again = rescore_run(folder, plain.with_overrides(test_shifts=1), tiny_data)
-    model, payload = load_checkpoint(folder / "checkpoint.pt")  # loads with weights_only: plain data only
-    assert all(torch.equal(weights[k], v) for k, v in payload["model"].items())
-    assert again["history"] == first["history"] and again["run"] == first["run"]
-    assert again["test_accuracy_single_view"] == first["test_accuracy"]
-    right = (predict(model, tiny_data.test_images).argmax(1) == tiny_data.test_labels).numpy()
-    assert (right == again["test_correct"]).all() and again["test_accuracy"] == pytest.approx(right.mean())
-    assert again["rescored"]["changed"]["test_accuracy"] == [first["test_accuracy"], again["test_accuracy"]]
-    assert json.loads((folder / "config.json").read_text())["model"]["test_shifts"] == 1
-    assert load_run(folder)["test_accuracy"] == again["test_accuracy"]
-    assert not differs_only_in_prediction(folder, plain.with_overrides(test_shifts=1))  # now the same run
-    assert (np.load(folder / "test_correct_before_rescoring.npy") == first["test_correct"]).all()
-    with pytest.raises(ValueError, match="scored again once already"):  # a second time would hide the first
-        rescore_run(folder, plain, tiny_data)
-    other = tmp_path / "b"
-    train_runs({"b": plain}, tiny_data, tmp_path, log=lambda *_: None)
-    with pytest.raises(ValueError, match=r"scored on 200 test images, but `data` holds 100 test images"):
-        rescore_run(other, plain.with_overrides(test_shifts=1), tiny_data.limit(test=100))

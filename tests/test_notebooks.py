@@ -16,7 +16,7 @@ import papermill as pm
 import pytest
 import yaml
 
-from vitlib import build, study
+from vitlib import build, profiles
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -88,7 +88,7 @@ def smoke_report(tmp_path_factory):
 def test_the_terminal_shows_progress_and_no_kernel_noise(smoke_report):
     out, written = smoke_report
     terminal = written["terminal"]
-    for i, name in enumerate(study.NOTEBOOKS, start=1):
+    for i, name in enumerate(profiles.open_study("seed").notebooks, start=1):
         assert f"[notebook {i}/4] {name}" in terminal
     assert re.search(r"\[4/4\] depth=2 fold 2: .* elapsed", terminal)  # each trial, with the time spent
     assert "[1/9] original (head softmax" in terminal

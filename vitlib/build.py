@@ -20,7 +20,9 @@ from pathlib import Path
 
 from .config import load_yaml
 from .files import writable_folder
-from .study import BATCH_ENV, BUILD_ENV, Study, open_study, project_root, reference_dir
+from .paths import BATCH_ENV, BUILD_ENV, project_root, reference_dir
+from .profiles import open_study
+from .study import Study
 
 RENDERED = ("report.pdf", "report.html", "results.json")  # what a build makes that the reference commits
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint, round_to_float16, save_checkpoint
+from .checkpoint import round_to_float16, save_checkpoint
 from .config import ExperimentConfig
 from .data import MNIST, holdout_validation, load_mnist
 from .inference import evaluate
@@ -153,73 +153,6 @@ def _same_run_finished(folder: str | Path, cfg: ExperimentConfig) -> bool:
         ) from None
     check_same_experiment(folder, _sections(stored), result_settings(cfg, "run"))
     return True
-
-
-# Settings that change how a trained model predicts, not how it trains: a finished run that differs
-# from the asked-for one only in these is the same training, and `rescore_run` scores it again.
-PREDICTION_ONLY = {"model": ("test_shifts",)}
-
-
-def differs_only_in_prediction(folder: str | Path, cfg: ExperimentConfig) -> bool:
-    """Whether `folder` holds a finished run of `cfg`'s training whose prediction settings
-    (PREDICTION_ONLY) are not `cfg`'s."""
-    folder = Path(folder)
-    if not is_finished(folder):
-        return False
-    stored = _sections(json.loads((folder / "config.json").read_text()))
-    then = {
-        k: stored.get(s, {}).get(k, getattr(getattr(ExperimentConfig(), s), k))
-        for s, keys in PREDICTION_ONLY.items()
-        for k in keys
-    }
-    if then == {k: getattr(getattr(cfg, s), k) for s, keys in PREDICTION_ONLY.items() for k in keys}:
-        return False
-    check_same_experiment(folder, stored, result_settings(cfg.with_overrides(**then), "run"))  # else refused
-    return True
-
-
-def rescore_run(folder: str | Path, cfg: ExperimentConfig, data: MNIST) -> dict:
-    """The finished run in `folder`, trained as `cfg` says but predicting otherwise, scored again on
-    `data` (load_data(cfg): the set the run was scored on) as `cfg` predicts. Its checkpoint,
-    config.json, test_correct.npy and metrics.json are written again: the weights, training history
-    and run record stay, the earlier per-image results move to test_correct_before_rescoring.npy,
-    and metrics["rescored"] says with what code and where, and what changed. This is the one other
-    writer of a run's files, for one change only: a run already rescored is refused (train it again)."""
-    folder = Path(folder)
-    if not differs_only_in_prediction(folder, cfg):
-        raise ValueError(f"{folder} holds no finished run that differs from these settings only in how it predicts")
-    old = load_run(folder)
-    if "rescored" in old:
-        raise ValueError(
-            f"{folder} was scored again once already ({old['rescored']['settings']}); a second time would hide "
-            "the first. Fix: train it again with these settings, in another folder"
-        )
-    scored_on = "validation" if cfg.data.validation_size else "test"
-    if old["scored_on"] != scored_on or old["n_test"] != len(data.test_images):
-        raise ValueError(
-            f"{folder} was scored on {old['n_test']:,} {old['scored_on']} images, but `data` holds "
-            f"{len(data.test_images):,} {scored_on} images. Fix: pass load_data(cfg)"
-        )
-    model, _ = load_checkpoint(folder / "checkpoint.pt")
-    model.cfg.test_shifts = cfg.model.test_shifts
-    metrics = {k: v for k, v in old.items() if not k.endswith("_single_view")}  # of the earlier prediction
-    metrics.update(test_scores(model, data))
-    metrics["rescored"] = {
-        **run_info("cpu"),
-        "changed": {k: [old.get(k), metrics[k]] for k in ("test_accuracy", "test_error", "test_loss")},
-        "settings": {k: getattr(cfg.model, k) for k in PREDICTION_ONLY["model"]},
-    }
-    write_npy(folder / "test_correct_before_rescoring.npy", old["test_correct"])
-    stored = json.loads((folder / "config.json").read_text())  # its own settings (data_root, n_jobs) stay
-    flat = {key: value for section in stored.values() for key, value in section.items()}
-    save_run(folder, model, ExperimentConfig().with_overrides(flat, **metrics["rescored"]["settings"]), metrics)
-    return load_run(folder)
-
-
-def score_before_rescoring(metrics: dict) -> float | None:
-    """The test accuracy a rescored run had before `rescore_run` changed its prediction (None if
-    it was never rescored): the number that was seen first."""
-    return metrics["rescored"]["changed"]["test_accuracy"][0] if "rescored" in metrics else None
 
 
 def run_folder(out_dir: str | Path, name: str) -> Path:

@@ -96,7 +96,9 @@ def gather(study) -> dict:
         )
         numbers["runner_up.mcnemar_p"] = number(test["p_value"], kind="p", label="McNemar p, final vs runner-up")
 
-    for (row, per_seed), preset in zip(study.ablation().items(), study.ablation_presets()):
+    ablation = study.stages["ablation"]
+    for row, per_seed in study.compare_by_run("ablation").items():
+        preset = ablation.preset_of(row) or row  # results.json names each row by its preset
         accs = [m["test_accuracy"] for m in per_seed]
         mean, std = mean_std(accs)
         lo, hi = t_interval(accs)
@@ -130,6 +132,13 @@ def built(timing: dict, **extra) -> dict:
 
 def save(results: dict, path: Path) -> None:
     write_json(Path(path), results)
+
+
+def write_findings(study) -> dict:
+    """Gather every number of the finished study into its results.json (the last stage)."""
+    results = gather(study)
+    save(results, study.out / "results.json")
+    return results
 
 
 def load(path: Path) -> dict:

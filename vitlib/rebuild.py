@@ -17,7 +17,8 @@ import pandas as pd
 from . import findings
 from .build import RENDERED, committed_files, execute, profile_parameters, say
 from .compare import compare, counts
-from .study import BUILD_ENV, Study, project_root, reference_dir
+from .paths import BUILD_ENV, project_root, reference_dir
+from .study import Study
 
 NOT_COMMITTED = ("checkpoint.pt", "*.log")  # a saved run's weights and logs stay out of git
 SHOWN = 6  # numbers beyond tolerance listed in the summary (all are in comparison.csv)

@@ -111,11 +111,7 @@ def render(profile: str, pdf: bool = True, params_file: Path | None = None) -> d
             f"executed notebooks missing: {', '.join(missing)}; run "
             f"`python -m vitlib report --profile {profile}` without --render-only"
         )
-    title = (
-        f"Vision Transformers on MNIST: the strongest one 2 CPU cores train in an hour ({profile} profile)"
-        if study.preset == "laptop"
-        else f"Vision Transformers on MNIST: a course report rerun, fixed and explained ({profile} profile)"
-    )
+    title = f"{study.title} ({profile} profile)"
     (out / "report.pdf").unlink(missing_ok=True)  # a PDF of an earlier build must not pass for this one
     combined = combine(executed, title)
     nbformat.write(combined, str(out / "report.ipynb"))

@@ -1,74 +1,43 @@
 """The study a profile runs, stage by stage, and where each stage keeps its results.
 
-A notebook opens its study (`open_study(profile, preset=..., lr=..., ...)`, its parameters passed
-by name) and calls one stage per section. A build works in `build/<profile>/` (ignored by git; the committed reference is
-`report/<profile>/`, see `vitlib.rebuild`). There (each file has one writer here and one reader):
+params/<profile>.yaml declares it: the configuration (a preset and settings) and, under `study:`,
+the notebooks that run it, the seeds of the final model, where a committed final model lives, and
+its stages (`vitlib.stages`). A notebook opens its study (`open_study(profile, lr=..., ...)`, its
+parameters passed by name) and calls one stage per section. A build works in build/<profile>/
+(ignored by git; the committed reference is report/<profile>/, see `vitlib.rebuild`). There, each
+file has one writer here and one reader:
 
     selection/             select() writes trials/, selection.json (+ CSVs); selection() reads it
-    final/                 final() trains the selected config; final_model() and final() read it
+    final/                 final() trains the selected config (or reads it back); final_model()
     final_variants/<run>/  seeds_and_runner_up(): more seeds and the runner-up of selection
-    ablation/<run>/        ablation(): the original with and without its head softmax, and modern,
-                           each over N_SEEDS seeds
+    <stage>/<run>/         compare(stage): each run of a declared stage, trained or read back
+    <stage>/<run>/correct_with_<n>px_shifts.npy
+                           views(stage): the run's weights scored again with shifted copies
     timing.json            wall times of the stages; timing() reads them
     build.log              progress lines (`make report` shows them in the terminal)
-    results.json           every number the report states: `vitlib.results_file` writes and reads it
+    results.json           every number the report states: `vitlib.findings` writes and reads it
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from . import findings
+from . import stages
 from .checkpoint import load_checkpoint
-from .checks import reject_unknown
-from .config import FIELD_SECTION, ExperimentConfig, build_config, load_yaml
+from .config import ExperimentConfig
 from .data import MNIST
-from .experiment import is_finished, load_data, load_run, run_folder, train_runs
-from .results import result_settings, write_json
+from .experiment import finished_run, is_finished, load_data, load_run, run_folder, train_runs
+from .inference import evaluate
+from .paths import BATCH_ENV, build_dir, project_root
+from .results import write_json, write_npy
 from .selection import SelectionResult, load_selection, select
-
-NOTEBOOKS = ["01_model_selection.ipynb", "02_final_evaluation.ipynb", "03_understanding.ipynb", "04_findings.ipynb"]
-# A profile of the `laptop` preset is a study of its own (vitlib.laptop), in one notebook.
-LAPTOP_NOTEBOOKS = ["05_laptop.ipynb"]
-# The reproduction and ablation: name -> preset (vitlib.config.PRESETS).
-ABLATION = {
-    "original (head softmax, as in the report)": "original",
-    "original without the head softmax": "seed",
-    "similar size, modern recipe": "modern",
-}
-# Settings that say how much data and how long, and how a run is executed: these carry over from
-# the profile to the ablation's runs; everything else comes from each run's own preset.
-CARRY_OVER = ("epochs", "train_limit", "test_limit", "validation_size", "seed", "device", "compile", "data_root")
-N_SEEDS = 3  # seeds per configuration for the final model and for each ablation row
-BATCH_ENV = "VITLIB_BATCH"  # set by `vitlib.build` while it executes the notebooks
-
-
-def project_root() -> Path:
-    """The checkout holding notebooks/ and pyproject.toml (from the notebook's folder or above)."""
-    for folder in [Path.cwd(), *Path.cwd().parents, Path(__file__).resolve().parents[1]]:
-        if (folder / "notebooks").is_dir() and (folder / "pyproject.toml").is_file():
-            return folder
-    return Path.cwd()
-
-
-BUILD_ENV = "VITLIB_BUILD_DIR"  # another folder for the builds than the project's build/ (tests use it)
-
-
-def build_dir(profile: str) -> Path:
-    """Where a build of the profile works and writes its report: build/<profile>/ (or under $VITLIB_BUILD_DIR)."""
-    return Path(os.environ.get(BUILD_ENV) or project_root() / "build") / profile
-
-
-def reference_dir(profile: str) -> Path:
-    """The profile's committed reference: report/<profile>/ (a build never writes there)."""
-    return project_root() / "report" / profile
 
 
 @dataclass
@@ -78,31 +47,33 @@ class Study:
     config: ExperimentConfig
     folder: str = ""  # its folder under build/: the profile's name, or <profile>-<hash> for other numbers
     sources: dict = field(default_factory=dict)  # setting -> where its value came from, if not the preset
+    notebooks: list[str] = field(default_factory=list)  # the notebooks that run it, in order
+    stages: dict[str, stages.Stage] = field(default_factory=dict)
+    seeds: int = 1  # seeds of the final model (the others in final_variants/)
+    final_model_dir: str = ""  # a committed final model (relative to the project) that the profile's own build reads
+    title: str = "Vision Transformers on MNIST"  # the rendered report's
 
     @property
     def out(self) -> Path:
         return build_dir(self.folder or self.profile)
 
     @property
-    def notebooks(self) -> list[str]:
-        """The notebooks that run this study, in order (the last one gathers its findings)."""
-        return LAPTOP_NOTEBOOKS if self.preset == "laptop" else NOTEBOOKS
+    def is_profiles_own(self) -> bool:
+        """Whether these are the profile's own numbers (not a study of other settings)."""
+        return self.folder in ("", self.profile)
 
     def load_data(self) -> MNIST:
         return load_data(self.config)
+
+    # Model selection, the final model, its seeds and the runner-up.
 
     def select(self, data: MNIST) -> SelectionResult:
         """k-fold selection, its trials kept in selection/trials/ (a rerun resumes)."""
         self.log(f"Model selection: {len(self.config.grid_points())} configs x {self.config.selection.folds} folds")
         start = time.perf_counter()
         result = select(self.config, data, self.out / "selection", progress=True, log=self.log)
-        self.record_time(
-            "selection_seconds",
-            start,
-            result.reused == len(result.trials),
-            trials=len(result.trials),
-            trials_reused=result.reused,
-        )
+        done = result.reused == len(result.trials)
+        self.record_time("selection_seconds", start, done, trials=len(result.trials), trials_reused=result.reused)
         return result
 
     def selection(self) -> SelectionResult:
@@ -110,35 +81,47 @@ class Study:
         try:
             return load_selection(self.out / "selection")
         except FileNotFoundError as err:
-            raise FileNotFoundError(
-                f"{err}: run notebooks/{NOTEBOOKS[0]} with profile {self.profile!r} first "
-                f"(`make report PROFILE={self.profile}` runs all)"
-            ) from None
+            raise FileNotFoundError(f"{err}: {self._run_first(self.notebooks[0])}") from None
 
     def final_config(self) -> ExperimentConfig:
-        return self.config.with_overrides(self.selection().best)
+        """The profile's configuration, with the point model selection chose if it has a grid."""
+        return self.config.with_overrides(self.selection().best) if self.config.selection.grid else self.config
 
-    def final(self, data: MNIST) -> dict:
-        """The selected config trained on all training images, tested after every epoch (read back
-        if it is already there)."""
-        self.log(f"Final model: {_point(self.selection().best)} on all {len(data.train_images):,} training images")
-        return self.run_set({"final": self.final_config()}, self.out, data, "final_seconds")["final"]
+    def final_dir(self) -> Path:
+        """final/ in the build; the committed model's folder for the profile's own build in build/."""
+        own_build = self.out.resolve() == (project_root() / "build" / self.profile).resolve()
+        if self.final_model_dir and own_build and self.is_profiles_own:
+            return project_root() / self.final_model_dir
+        return self.out / "final"
+
+    def final_label(self) -> str:
+        """The final model's folder as a report names it, relative to the project."""
+        folder = self.final_dir()
+        return self.final_model_dir if folder != self.out / "final" else f"build/{self.folder or self.profile}/final"
+
+    def final(self, data: MNIST | None = None) -> dict:
+        """The final configuration trained on all training images, tested after every epoch (read
+        back if it is already there; only read back without `data`)."""
+        folder, cfg = self.final_dir(), self.final_config()
+        metrics = finished_run(folder, cfg)
+        if metrics is not None or data is None:
+            return metrics if metrics is not None else load_run(folder)
+        point = ", ".join(f"{k} = {v}" for k, v in self.selection().best.items()) if cfg is not self.config else ""
+        self.log(f"Final model: {point or 'the profile config'} on all {len(data.train_images):,} training images")
+        return self.run_set({folder.name: cfg}, folder.parent, data, "final_seconds")[folder.name]
 
     def final_model(self) -> torch.nn.Module:
         """The final model, from its checkpoint."""
-        path = self.out / "final" / "checkpoint.pt"
+        path = self.final_dir() / "checkpoint.pt"
         if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} does not exist: run notebooks/{NOTEBOOKS[1]} with profile "
-                f"{self.profile!r} first (`make report PROFILE={self.profile}` runs all)."
-            )
+            raise FileNotFoundError(f"{path} does not exist: {self._run_first(self.notebooks[-1])}")
         return load_checkpoint(path)[0]
 
     def seed_run_configs(self) -> dict[str, ExperimentConfig]:
         """The selected config with the other seeds, and the runner-up of model selection."""
         final = self.final_config()
         base_seed = final.train.seed
-        runs = {f"seed {base_seed + i}": final.with_overrides(seed=base_seed + i) for i in range(1, N_SEEDS)}
+        runs = {f"seed {base_seed + i}": final.with_overrides(seed=base_seed + i) for i in range(1, self.seeds)}
         runner_up = self.selection().runner_up()
         if runner_up is not None:
             runs["runner-up"] = self.config.with_overrides(runner_up)
@@ -149,31 +132,97 @@ class Study:
         runs = self.seed_run_configs()
         if data is not None:
             self.log(f"Seeds and runner-up: {len(runs)} more runs on all training images")
-        first = load_run(self.out / "final")
+        first = load_run(self.final_dir())
         others = self.run_set(runs, self.out / "final_variants", data, "seeds_seconds")
         return {f"seed {self.final_config().train.seed} (the final model above)": first, **others}
 
-    def ablation_configs(self) -> dict[str, ExperimentConfig]:
-        """The original model with and without its head softmax, and with a modern recipe, at the
-        original's chosen size (3 blocks, 16 MLP units) and with this profile's data and epochs."""
-        carried = {k: v for k, v in self.config.flat().items() if k in CARRY_OVER}
-        return {name: build_config(preset, carried) for name, preset in ABLATION.items()}
+    # The declared stages.
 
-    def ablation_presets(self) -> list[str]:
-        return list(ABLATION.values())
+    def stage_configs(self, name: str) -> dict[str, ExperimentConfig]:
+        """{run: configuration} of a declared stage."""
+        if name not in self.stages:
+            declared = ", ".join(self.stages) or "none"
+            raise KeyError(f"profile {self.profile!r} declares no stage {name!r} (declared: {declared})")
+        stage = self.stages[name]
+        chosen = None
+        if stage.start_from:
+            before = self.stages[stage.start_from]
+            chosen = before.runs[stages.chosen(self.compare(stage.start_from))]
+        return stages.run_configs(stage, self.config, self.preset, chosen)
 
-    def ablation(self, data: MNIST | None = None) -> dict[str, list[dict]]:
-        """{row: [metrics of each seed]}: each ablation row over N_SEEDS seeds, trained or read back."""
-        rows = self.ablation_configs()
-        runs = {
-            f"{row} · seed {cfg.train.seed + i}": cfg.with_overrides(seed=cfg.train.seed + i)
-            for row, cfg in rows.items()
-            for i in range(N_SEEDS)
-        }
-        if data is not None:
-            self.log(f"Reproduction and ablation: {len(rows)} recipes x {N_SEEDS} seeds")
-        done = self.run_set(runs, self.out / "ablation", data, "ablation_seconds")
-        return {row: [done[name] for name in runs if name.startswith(f"{row} · ")] for row in rows}
+    def compare(self, name: str, data: MNIST | None = None) -> dict[str, dict]:
+        """{run: metrics} of a declared stage, read back where finished (a run of other settings in
+        its folder is refused), the rest trained with `data` into <stage>/<run>/."""
+        configs, folder = self.stage_configs(name), self.out / name
+        found = {run: finished_run(run_folder(folder, run), cfg) for run, cfg in configs.items()}
+        if all(m is not None for m in found.values()):
+            return found
+        if data is None:
+            missing = next(run for run, m in found.items() if m is None)
+            raise FileNotFoundError(f"stage {name!r} has not run {missing!r}: {self._run_first('the notebooks')}")
+        stage = self.stages[name]
+        self.log(f"{name.capitalize()}: {len(configs)} runs" + (" on the validation split" if stage.validation else ""))
+        # Every run of a stage is scored on the same images: the validation split of the first.
+        scored = load_data(next(iter(configs.values()))) if stage.validation else data
+        return self.run_set(configs, folder, scored, f"{name}_seconds")
+
+    def configs_by_run(self, name: str) -> dict[str, ExperimentConfig]:
+        """{run: its configuration (its first seed's)} of a declared stage."""
+        return {run: cfgs[0] for run, cfgs in stages.by_run(self.stages[name], self.stage_configs(name)).items()}
+
+    def compare_by_run(self, name: str, data: MNIST | None = None) -> dict[str, list[dict]]:
+        """{run: [metrics of each seed]} of a declared stage."""
+        return stages.by_run(self.stages[name], self.compare(name, data))
+
+    def views(self, name: str) -> dict[str, dict]:
+        """{run: {"correct": a bool per scored digit, "error"}}: each run's weights predicting from
+        the digit and its copies shifted by the stage's test_shifts px, read back from the run's
+        folder, or scored there from its checkpoint."""
+        shifts, folder = self.stages[name].test_shifts, self.out / name
+        out = {}
+        for run, cfg in self.stage_configs(name).items():
+            path = run_folder(folder, run) / f"correct_with_{shifts}px_shifts.npy"
+            if not path.is_file():
+                self._score_shifted(run, cfg, path, shifts)
+            correct = np.load(path)
+            out[run] = {"correct": correct, "error": float((~correct).mean())}
+        return out
+
+    def _score_shifted(self, run: str, cfg: ExperimentConfig, path: Path, shifts: int) -> None:
+        checkpoint = path.parent / "checkpoint.pt"
+        if not checkpoint.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing, and scoring it needs {checkpoint}, which is not committed. Fix: move "
+                f"{path.parent} away and run the study again (`make report PROFILE={self.profile}`): it "
+                f"retrains {run!r} and scores it both ways"
+            )
+        self.log(f"Test views: {run}, with {shifts} px shifted copies")
+        scored_on = load_data(cfg)
+        scored = evaluate(
+            load_checkpoint(checkpoint)[0], scored_on.test_images, scored_on.test_labels, shifts=shifts, per_image=True
+        )
+        write_npy(path, scored["correct"].numpy())
+
+    def check_final_is_chosen(self, name: str) -> None:
+        """The final model must have what stage `name` chose (its final_takes, and its test_shifts
+        if the stage scores them): refuse to go on otherwise. A study of other settings may rank the
+        runs otherwise; its final model keeps the profile's settings."""
+        stage, done = self.stages[name], self.compare(name)
+        differ = stages.final_mismatch(stage, done, self.config)
+        if stage.test_shifts:
+            shifts = stages.chosen_test_shifts(stage, done, self.views(name))
+            if shifts != self.config.model.test_shifts:
+                differ["test_shifts"] = (self.config.model.test_shifts, shifts)
+        if differ and not self.is_profiles_own:
+            self.log(f"Stage {name} chose {stages.chosen(done)!r}; the final model keeps the profile's settings")
+        elif differ:
+            said = ", ".join(f"{k} {a!r} instead of {b!r}" for k, (a, b) in differ.items())
+            raise ValueError(
+                f"stage {name!r} chose {stages.chosen(done)!r}, but this study's final model has {said}. "
+                f"Fix: give params/{self.profile}.yaml (or its preset) the chosen settings"
+            )
+
+    # Running, logging and timing.
 
     def run_set(self, runs: dict[str, ExperimentConfig], folder: Path, data: MNIST | None, timing_key: str) -> dict:
         """The one stage runner: named configurations -> their metrics. With `data`, each run is
@@ -196,12 +245,6 @@ class Study:
         if not os.environ.get(BATCH_ENV):
             print(line, flush=True)
 
-    def write_findings(self) -> dict:
-        """Gather every number of the finished study into results.json (the last stage)."""
-        results = findings.gather(self)
-        findings.save(results, self.out / "results.json")
-        return results
-
     def record_time(self, key: str, start: float, reused: bool = False, **extra) -> None:
         """Record a stage's wall time; a stage whose results were all read back keeps the time of the
         build that computed them (a rebuild that only re-renders says how long the work took)."""
@@ -215,60 +258,5 @@ class Study:
         path = self.out / "timing.json"
         return json.loads(path.read_text()) if path.is_file() else {}
 
-
-def profiles() -> list[str]:
-    """The parameter profiles: params/<name>.yaml."""
-    return sorted(p.stem for p in (project_root() / "params").glob("*.yaml"))
-
-
-def open_study(profile: str = "seed", preset: str | None = None, **settings) -> Study:
-    """The study of a profile, validated: params/<profile>.yaml (read here, the one place it is
-    read), then `preset` and the `settings` that are not None (a notebook's parameters cell,
-    papermill's `-p`, or a build's parameter file). A notebook passes its parameters by name, so
-    running it again in the same kernel gives the same study.
-
-    A study whose settings would give other numbers than its profile's (a changed learning rate,
-    say) keeps its results in build/<profile>-<hash>/, never in the profile's folder; settings
-    that only say how it runs (workers, backend, data folder) do not count.
-    """
-    if not isinstance(profile, str) or not profile.replace("-", "").replace("_", "").isalnum():
-        raise ValueError(f"profile must be a simple name (letters, digits, - or _), got {profile!r}")
-    profile_file = project_root() / "params" / f"{profile}.yaml"
-    if not profile_file.is_file():
-        raise FileNotFoundError(
-            f"no parameter profile {profile!r} (no {profile_file}). Fix: choose one of "
-            f"{', '.join(profiles())}, or add params/{profile}.yaml"
-        )
-    reject_unknown(settings, set(FIELD_SECTION), "setting")
-    from_file = load_yaml(profile_file)
-    where = f"params/{profile}.yaml"
-    file_preset = from_file.pop("preset", "seed")
-    given = {k: v for k, v in settings.items() if v is not None}
-    sources = {k: where for k in from_file} | {k: "notebook" for k, v in given.items() if from_file.get(k) != v}
-    sources["preset"] = "notebook" if preset not in (None, file_preset) else where
-    chosen = preset or file_preset
-    config = _with_project_data_root(build_config(chosen, {**from_file, **given}))
-    profile_config = _with_project_data_root(build_config(file_preset, from_file))
-    ours, theirs = result_settings(config, "study"), result_settings(profile_config, "study")
-    changed = sorted(k for section in ours for k in ours[section] if ours[section][k] != theirs[section][k])
-    folder = profile
-    if changed:
-        digest = hashlib.sha1(json.dumps(ours, sort_keys=True).encode()).hexdigest()[:8]
-        folder = f"{profile}-{digest}"
-        print(
-            f"These settings differ from {where} ({', '.join(changed)}), so they give other numbers: "
-            f"results go to build/{folder}/, and build/{profile}/ is left as it is.",
-            flush=True,
-        )
-    return Study(profile, chosen, config, folder, sources)
-
-
-def _with_project_data_root(config: ExperimentConfig) -> ExperimentConfig:
-    root = Path(config.data.data_root)
-    if not root.is_absolute():  # relative to the project, wherever the notebook runs from
-        config = config.with_overrides(data_root=str(project_root() / root))
-    return config
-
-
-def _point(point: dict) -> str:
-    return ", ".join(f"{k} = {v}" for k, v in point.items()) or "the preset's config"
+    def _run_first(self, notebook: str) -> str:
+        return f"run {notebook} with profile {self.profile!r} first (`make report PROFILE={self.profile}` runs all)"
