@@ -238,23 +238,23 @@ def test_ema_ends_with_the_moving_average_of_the_weights(tiny_data):
 
 
 @pytest.mark.slow
-def test_one_process_compiles_many_configurations_without_falling_back_to_eager(tiny_data, monkeypatch):
+def test_one_process_compiles_many_configurations_without_falling_back_to_eager(tiny_data):
     """Model selection runs many configurations in one worker; torch._dynamo gives up compiling a
     function after `recompile_limit` shapes (8) and trains the rest eagerly, with a warning that
     ended up in the report. Here the limit is 2 and three shapes are trained, to keep it quick."""
     import logging
 
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
     warnings = []
     handler = logging.Handler()
     handler.emit = lambda record: warnings.append(record.getMessage())
     dynamo_log = logging.getLogger("torch._dynamo")
     dynamo_log.addHandler(handler)
     images, labels = tiny_data.train_images[:64], tiny_data.train_labels[:64]
-    try:
-        for width in (8, 16, 24):
-            model = build_model(ViTConfig(embed_dim=8, num_heads=2, depth=1, mlp_hidden_dim=width), seed=0)
-            fit(model, images, labels, TrainConfig(epochs=1, batch_size=32, compile=True), progress=False)
+    try:  # dynamo's own patch: monkeypatch's undo would delete the option and break later compiles
+        with torch._dynamo.config.patch(recompile_limit=2):
+            for width in (8, 16, 24):
+                model = build_model(ViTConfig(embed_dim=8, num_heads=2, depth=1, mlp_hidden_dim=width), seed=0)
+                fit(model, images, labels, TrainConfig(epochs=1, batch_size=32, compile=True), progress=False)
     finally:
         dynamo_log.removeHandler(handler)
     assert not [w for w in warnings if "recompile_limit" in w], warnings
