@@ -10,9 +10,6 @@ prose), `findings` (every number of a report), `build` and `render` (papermill, 
 (`python -m vitlib`; `digit_image` reads a user's digit). docs/architecture.md has the table.
 """
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _version
-
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import PRESETS, ExperimentConfig, build_config
 from .data import MNIST, kfold_splits, load_mnist
@@ -20,12 +17,10 @@ from .inference import evaluate, predict
 from .mnist_files import ensure_mnist
 from .model import ViT, count_parameters
 from .model_config import ViTConfig
+from .provenance import package_version
 from .train import TrainConfig, fit
 
-try:  # the version pip installed (pyproject.toml's), recorded in every checkpoint
-    __version__ = _version("vitlib")
-except PackageNotFoundError:  # imported from a source tree that was never installed
-    __version__ = "0+unknown"
+__version__ = package_version()
 __all__ = [
     "PRESETS",
     "ExperimentConfig",

@@ -15,6 +15,7 @@ import torch.nn as nn
 from .files import atomic_file, readable_file
 from .model import ViT
 from .model_config import ViTConfig
+from .provenance import package_version
 from .train import resolve_device
 
 CHECKPOINT_FORMAT = 1  # raise when the layout below changes in a way older readers cannot follow
@@ -47,8 +48,6 @@ def save_checkpoint(
     save_float16 the floating weights are stored as float16; the caller rounds the model with
     `round_to_float16` first (train_and_test does), so that the file holds the model that was
     scored. Loading turns them back into the model's float32."""
-    from . import __version__
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     half = config.get("train", {}).get("save_float16", False)
@@ -57,7 +56,7 @@ def save_checkpoint(
         weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     payload = {
         "format": CHECKPOINT_FORMAT,
-        "vitlib_version": __version__,
+        "vitlib_version": package_version(),
         "model": weights,
         "config": config,
         "history": history,
@@ -75,8 +74,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     vitlib (a format or model setting this one does not know), or weights of another shape.
     Checkpoints from before the format was recorded (format 0) have the same layout and load.
     """
-    from . import __version__
-
     path = readable_file(path, "checkpoint", _TRAIN_ONE)
     # weights_only: a checkpoint from a stranger can hold tensors and plain data, never code.
     try:
@@ -99,14 +96,14 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     if not isinstance(payload.get("format", 0), int) or payload.get("format", 0) > CHECKPOINT_FORMAT:
         raise ValueError(
             f"{path} is in checkpoint format {payload.get('format')!r}, written by {written_by}; this "
-            f"vitlib ({__version__}) reads formats up to {CHECKPOINT_FORMAT}. Fix: update vitlib "
+            f"vitlib ({package_version()}) reads formats up to {CHECKPOINT_FORMAT}. Fix: update vitlib "
             f"(git pull && make setup), or retrain with this version"
         )
     settings = payload["config"]["model"]
     known = {f.name for f in dataclasses.fields(ViTConfig)}
     if set(settings) - known:
         raise ValueError(
-            f"{path} describes a model with settings this vitlib ({__version__}) does not know: "
+            f"{path} describes a model with settings this vitlib ({package_version()}) does not know: "
             f"{', '.join(sorted(set(settings) - known))} (written by {written_by}). Fix: update "
             f"vitlib (git pull && make setup), or retrain with this version"
         )

@@ -5,15 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 
+import pandas as pd
+import torch
 import yaml
 
 from . import rebuild
 from .build import execute, profile_parameters
+from .checkpoint import load_checkpoint
 from .config import FIELD_SECTION, build_config
+from .data import load_mnist
+from .digit_image import load_digit_image
+from .experiment import finished_run, load_data, train_and_test
 from .files import writable_folder
+from .inference import evaluate, predict
 from .mnist_files import ensure_mnist
 from .render import render
 from .results import write_json
+from .selection import SELECTION_RULE, select
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -38,7 +46,6 @@ def cmd_data(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .experiment import finished_run, train_and_test
 
     cfg = build_config(args.preset, _overrides(args), args.config)
     writable_folder(args.out, "output folder")
@@ -57,10 +64,6 @@ def cmd_train(args) -> None:
 
 
 def cmd_select(args) -> None:
-    import pandas as pd
-
-    from .experiment import load_data
-    from .selection import SELECTION_RULE, select
 
     overrides = _overrides(args)
     grid = _parse_grid(args.grid)
@@ -79,9 +82,6 @@ def cmd_select(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .checkpoint import load_checkpoint
-    from .data import load_mnist
-    from .inference import evaluate
 
     model, payload = load_checkpoint(args.checkpoint, args.device)
     shifts = 0 if args.single_view else model.cfg.test_shifts
@@ -114,11 +114,6 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    import torch
-
-    from .checkpoint import load_checkpoint
-    from .digit_image import load_digit_image
-    from .inference import predict
 
     images = torch.stack([load_digit_image(p) for p in args.images])  # before the model: fail fast
     model, _ = load_checkpoint(args.checkpoint, args.device)

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 
 import joblib
+import numpy as np
 import torch
 
 from .cluster import CLUSTER_BACKENDS, check_cluster, register_backend
@@ -118,7 +119,6 @@ def _restore_threads(n: int):
 def _on_ray(fn: Callable, jobs: list[tuple], threads: int, n_jobs: int):
     """(index, result) of every job as Ray tasks finish them, at most `n_jobs` at a time (-1: as many
     as the cluster runs). Each large array goes to Ray's object store once, not once per job."""
-    import numpy as np
     import ray
 
     task = ray.remote(num_cpus=1)(_with_threads)

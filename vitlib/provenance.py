@@ -9,7 +9,7 @@ import hashlib
 import os
 import platform
 import subprocess
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
@@ -102,3 +102,11 @@ def run_info(device: torch.device | str | None = None) -> dict:
         "platform": platform.platform(),
         "git_commit": git_commit(),
     }
+
+
+def package_version() -> str:
+    """vitlib's version as pip installed it (pyproject.toml's), recorded in every checkpoint."""
+    try:
+        return version("vitlib")
+    except PackageNotFoundError:  # imported from a source tree that was never installed
+        return "0+unknown"

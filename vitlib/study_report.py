@@ -5,8 +5,10 @@ function returns a `Table` or a `Markdown` built from results, for one notebook 
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from IPython.display import Markdown
+from scipy.stats import spearmanr
 
 from .config import ExperimentConfig
 from .data import MNIST
@@ -205,9 +207,6 @@ def ablation_conclusion(results: dict[str, list[dict]], claimed: float, table: i
 
 def position_text(similarity, embed_dim: int, kind: str) -> Markdown:
     """What this run's position table does to 2-D neighbours, in numbers read off Figure 8's data."""
-    import numpy as np
-    from scipy.stats import spearmanr
-
     sim = np.asarray(similarity)
     side = int(round(len(sim) ** 0.5))
     i, j = np.triu_indices(len(sim), k=1)
