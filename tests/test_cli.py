@@ -22,7 +22,7 @@ def test_every_command_has_help(command, capsys):
 
 def test_train_evaluate_predict(tmp_path, mnist, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--preset", "seed", "--out", str(out), *QUICK]) == 0
+    assert main(["train", "--preset", "seed", "--out", str(out), "--test-shifts", "1", *QUICK]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["epochs"] == 1 and config["data"]["train_limit"] == 1000
@@ -31,7 +31,11 @@ def test_train_evaluate_predict(tmp_path, mnist, capsys):
 
     assert main(["evaluate", str(out / "checkpoint.pt"), "--data-root", DATA_ROOT, "--json"]) == 0
     scored = json.loads(capsys.readouterr().out)
-    assert scored["n_test"] == 10000 and 0 <= scored["test_accuracy"] <= 1
+    assert scored["n_test"] == 10000 and 0 <= scored["test_accuracy"] <= 1 and scored["test_shifts"] == 1
+    # --single-view reads each digit alone: the number the shifted evaluation reports beside its own
+    assert main(["evaluate", str(out / "checkpoint.pt"), "--data-root", DATA_ROOT, "--json", "--single-view"]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert alone["test_shifts"] == 0 and alone["test_accuracy"] == scored["test_accuracy_single_view"]
 
     digit = mnist.test_images[0, 0].numpy()
     path = tmp_path / "digit.png"

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from vitlib.checkpoint import load_checkpoint
+from vitlib.cluster import environment_kept, register_backend
 from vitlib.config import build_config
 from vitlib.experiment import run_folder, train_runs
 from vitlib.selection import select
@@ -89,6 +90,7 @@ def dask_client():
     from distributed import Client, LocalCluster
 
     with (
+        environment_kept(),  # else every test after this module starts its programs on one thread
         LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
         Client(cluster) as client,
     ):
@@ -126,6 +128,7 @@ def test_dask_workers_with_several_threads_refuse_dropout(tiny_data):
 
     cfg = _config("dask", -1).with_overrides(drop_rate=0.1)
     with (
+        environment_kept(),
         LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=":0") as cluster,
         Client(cluster),
     ):
@@ -138,3 +141,20 @@ def test_a_cluster_backend_without_the_extra_says_how_to_install_it(tiny_data, m
     monkeypatch.setitem(sys.modules, module, None)  # as if not installed
     with pytest.raises(ValueError, match=r"pip install -e '\.\[cluster\]'"):
         select(_config(backend, -1), tiny_data, progress=False)
+
+
+def test_a_local_dask_cluster_leaves_this_process_environment_as_it_was():
+    """A local Dask cluster sets OMP_NUM_THREADS=1 (and more) in the process that starts it, for its
+    workers; vitlib undoes that, so that what this process starts later keeps its cores."""
+    need("distributed")
+    from distributed import Client
+
+    before = dict(os.environ)
+    register_backend("dask")  # no client and no DASK_SCHEDULER_ADDRESS: a local cluster
+    client = Client.current()
+    try:
+        assert dict(os.environ) == before
+    finally:
+        cluster = client.cluster
+        client.close()
+        cluster.close()

@@ -4,11 +4,25 @@ this machine's own workers."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 
 import torch
 
 CLUSTER_BACKENDS = ("ray", "dask")  # workers on other machines; n_jobs=-1 means all of the cluster's
+
+
+@contextlib.contextmanager
+def environment_kept():
+    """Undo what a local Dask cluster sets in this process's environment for its workers
+    (OMP_NUM_THREADS=1 and the like): programs this process starts afterwards would inherit them
+    and run on one thread."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def register_backend(name: str) -> None:
@@ -39,7 +53,8 @@ def register_backend(name: str) -> None:
             else:
                 from distributed import LocalCluster
 
-                client = Client(LocalCluster(threads_per_worker=1, dashboard_address=None))
+                with environment_kept():
+                    client = Client(LocalCluster(threads_per_worker=1, dashboard_address=None))
             atexit.register(client.close)  # kept for the jobs that follow, closed when this process ends
 
 

@@ -104,6 +104,8 @@ class Study:
         back if it is already there; only read back without `data`)."""
         folder, cfg = self.final_dir(), self.final_config()
         metrics = finished_run(folder, cfg)
+        if metrics is not None and data is not None:
+            self.log(f"Final model: finished already in {folder}, read back")
         if metrics is not None or data is None:
             return metrics if metrics is not None else load_run(folder)
         point = ", ".join(f"{k} = {v}" for k, v in self.selection().best.items()) if cfg is not self.config else ""
@@ -259,4 +261,5 @@ class Study:
         return json.loads(path.read_text()) if path.is_file() else {}
 
     def _run_first(self, notebook: str) -> str:
-        return f"run {notebook} with profile {self.profile!r} first (`make report PROFILE={self.profile}` runs all)"
+        where = f"notebooks/{notebook}" if notebook.endswith(".ipynb") else notebook
+        return f"run {where} with profile {self.profile!r} first (`make report PROFILE={self.profile}` runs all)"
