@@ -357,7 +357,10 @@ def test_a_notebook_run_by_hand_uses_its_profile_like_papermill(smoke_report, tm
     same trials come out, into the profile's folder."""
     from vitlib.selection import load_selection
 
-    _run_by_hand(NOTEBOOKS[0], {"profile": "smoke"}, tmp_path, monkeypatch)
+    nb = _run_by_hand(NOTEBOOKS[0], {"profile": "smoke"}, tmp_path, monkeypatch)
+    first = next(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert first.startswith("Profile 'smoke': preset seed (params/smoke.yaml); from params/smoke.yaml: grid")
+    assert first.rstrip().endswith("Results: build/smoke/")
     columns = ["depth", "fold", "train_loss", "train_error", "val_loss", "val_error"]
     by_hand, batch = (load_selection(folder / "selection") for folder in (tmp_path / "smoke", smoke_report[0]))
     pd.testing.assert_frame_equal(by_hand.trials[columns], batch.trials[columns], check_exact=True)
@@ -374,5 +377,45 @@ def test_a_notebook_with_a_changed_setting_keeps_its_results_apart(tmp_path, mon
     assert re.fullmatch(r"smoke-[0-9a-f]{8}", folder.name) and (folder / "selection" / "selection.json").is_file()
     said = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert f"differ from params/smoke.yaml (lr), so they give other numbers: results go to build/{folder.name}/" in said
+    assert f"from this notebook: lr, n_jobs; every other setting the preset's. Results: build/{folder.name}/" in said
     settings = json.loads((folder / "selection" / "selection.json").read_text())
     assert "0.001" in json.dumps(settings)
+
+
+@runs_notebooks
+def test_papermill_with_a_profile_file_alone_runs_that_profile(smoke_report, tmp_path, monkeypatch):
+    """`papermill notebooks/01_model_selection.ipynb out.ipynb -f params/smoke.yaml`: the file names
+    its profile, so the notebook runs it, into the profile's folder, with the batch build's numbers."""
+    import papermill as pm
+
+    from vitlib.config import load_yaml
+    from vitlib.selection import load_selection
+
+    monkeypatch.setenv("VITLIB_BUILD_DIR", str(tmp_path))
+    pm.execute_notebook(
+        str(NOTEBOOKS[0]),
+        str(tmp_path / "out.ipynb"),
+        parameters=load_yaml(ROOT / "params" / "smoke.yaml"),
+        cwd=str(ROOT / "notebooks"),
+        progress_bar=False,
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.ipynb", "smoke"]
+    ours, batch = (load_selection(folder / "selection") for folder in (tmp_path / "smoke", smoke_report[0]))
+    assert ours.best == batch.best and ours.trials["val_error"].tolist() == batch.trials["val_error"].tolist()
+
+
+def test_a_value_saved_in_a_parameters_cell_stops_the_build(tmp_path, monkeypatch):
+    """JupyterLab autosaves an edited cell: `make report` would then run that notebook with it and the
+    others without, and render a mixed report. The build stops before any notebook, naming the value
+    and the fix."""
+    for folder in ("notebooks", "params"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    (tmp_path / "pyproject.toml").write_text("")
+    edited = tmp_path / "notebooks" / NOTEBOOKS[0].name
+    nb = nbformat.read(str(edited), as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source = re.sub(r"^lr = None", "lr = 0.001", cell.source, flags=re.M)
+    nbformat.write(nb, str(edited))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"has lr = 0.001 saved in its parameters cell.*Fix: `git checkout notebooks/"):
+        build.profile_parameters("smoke", quiet=True)

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from vitlib import profiles, stages
-from vitlib.config import build_config
+from vitlib.config import build_config, load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_every_profile_declares_its_study():
+def test_every_profile_declares_its_study_and_names_itself():
     for name in ("seed", "full", "smoke", "strong", "laptop"):
+        assert load_yaml(ROOT / "params" / f"{name}.yaml")["profile"] == name  # for `papermill -f` alone
         study = profiles.open_study(name)
         assert study.notebooks and all((ROOT / "notebooks" / nb).is_file() for nb in study.notebooks)
         assert study.title.startswith("Vision Transformers on MNIST")
@@ -92,6 +93,11 @@ def test_a_new_study_is_a_yaml_file(tmp_path, monkeypatch):
     (tmp_path / "params" / "bare.yaml").write_text("preset: seed\n")
     with pytest.raises(ValueError, match=r"params/bare.yaml must declare its study: `study:` with `notebooks"):
         profiles.open_study("bare")
+    (tmp_path / "params" / "other.yaml").write_text("profile: mine\nstudy:\n  notebooks: [01_model_selection]\n")
+    with pytest.raises(
+        ValueError, match=r"params/other.yaml names profile 'mine'. Fix: make its `profile:` line say 'other'"
+    ):
+        profiles.open_study("other")
     (tmp_path / "params" / "typo.yaml").write_text("study:\n  notebooks: [01_model_selction]\n")
     with pytest.raises(ValueError, match="names notebooks that do not exist: 01_model_selction"):
         profiles.open_study("typo")

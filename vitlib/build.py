@@ -8,6 +8,7 @@ nothing else: what the Jupyter kernels print to their own stderr goes to kernel.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import os
@@ -44,7 +45,15 @@ def profile_parameters(profile: str, params_file: Path | None = None, quiet: boo
         study = open_study(profile, **overrides)
     for name in study.notebooks:
         declared = notebook_parameters(project_root() / "notebooks" / name)
-        missing = sorted(set(overrides) - declared)
+        edited = {k: v for k, v in declared.items() if k != "profile" and v is not None}
+        if edited:  # a value saved in the cell (JupyterLab autosaves) would apply to that notebook only
+            said = ", ".join(f"{k} = {v!r}" for k, v in edited.items())
+            raise ValueError(
+                f"notebooks/{name} has {said} saved in its parameters cell, so its pages would differ from "
+                f"the other notebooks'. Fix: `git checkout notebooks/{name}` (or set the value back to None), "
+                f"and give the value to every notebook as a profile: params/<name>.yaml, `make report PROFILE=<name>`"
+            )
+        missing = sorted(set(overrides) - set(declared))
         if missing:
             raise ValueError(
                 f"{params_file} sets {', '.join(missing)}, which notebooks/{name} does not take as a parameter "
@@ -54,12 +63,23 @@ def profile_parameters(profile: str, params_file: Path | None = None, quiet: boo
     return {"profile": profile, **overrides}, study
 
 
-def notebook_parameters(path: Path) -> set[str]:
-    """The names a notebook's cell tagged `parameters` declares (one `name = value` per line)."""
+def notebook_parameters(path: Path) -> dict:
+    """{name: value} of a notebook's cell tagged `parameters` (one `name = literal` per line)."""
     import nbformat
 
     cell = next(c for c in nbformat.read(str(path), as_version=4).cells if "parameters" in c.metadata.get("tags", []))
-    return {line.split("=", 1)[0].strip() for line in cell.source.splitlines() if "=" in line}
+    values = {}
+    for line in cell.source.splitlines():
+        name, sep, value = line.partition("=")
+        if sep:
+            try:
+                values[name.strip()] = ast.literal_eval(value.split("  #")[0].strip())
+            except (ValueError, SyntaxError):
+                raise ValueError(
+                    f"{path}'s parameters cell has `{line.strip()}`, which is not a plain value. Fix: "
+                    f"`git checkout {path}`, and set values in a profile, params/<name>.yaml"
+                ) from None
+    return values
 
 
 def say(line: str) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from .checks import reject_unknown
 from .config import FIELD_SECTION, ExperimentConfig, build_config, load_yaml
+from .paths import BATCH_ENV, project_root
 from .paths import profiles as profile_names
-from .paths import project_root
 from .results import result_settings
 from .stages import parse_stages
 from .study import Study
@@ -39,6 +40,9 @@ def open_study(profile: str = "seed", preset: str | None = None, **settings) -> 
     reject_unknown(settings, set(FIELD_SECTION), "setting")
     from_file = load_yaml(profile_file)
     where = f"params/{profile}.yaml"
+    named = from_file.pop("profile", profile)  # a profile file names itself, for `papermill -f` alone
+    if named != profile:
+        raise ValueError(f"{where} names profile {named!r}. Fix: make its `profile:` line say {profile!r}")
     declared = _study_section(from_file.pop("study", None), where)
     file_preset = from_file.pop("preset", "seed")
     given = {k: v for k, v in settings.items() if v is not None}
@@ -58,7 +62,7 @@ def open_study(profile: str = "seed", preset: str | None = None, **settings) -> 
             f"results go to build/{folder}/, and build/{profile}/ is left as it is.",
             flush=True,
         )
-    return Study(
+    study = Study(
         profile,
         chosen,
         config,
@@ -69,6 +73,25 @@ def open_study(profile: str = "seed", preset: str | None = None, **settings) -> 
         seeds=declared.get("seeds", 1),
         final_model_dir=declared.get("final_model", ""),
         title=declared.get("title", Study.title),
+    )
+    if not os.environ.get(BATCH_ENV):  # in a build, the report's settings table says this
+        print(describe(study), flush=True)
+    return study
+
+
+def describe(study: Study) -> str:
+    """One line for the top of a notebook: the profile, where each setting came from, where results go."""
+    by_source: dict[str, list[str]] = {}
+    for key, source in study.sources.items():
+        if key != "preset":
+            by_source.setdefault(source, []).append(key)
+    said = "; ".join(
+        f"from {source.replace('notebook', 'this notebook')}: {', '.join(keys)}" for source, keys in by_source.items()
+    )
+    return (
+        f"Profile {study.profile!r}: preset {study.preset} ({study.sources.get('preset')})"
+        + (f"; {said}" if said else "")
+        + f"; every other setting the preset's. Results: build/{study.folder or study.profile}/"
     )
 
 
