@@ -124,6 +124,11 @@ def test_combined_report_has_figures_and_numbers_but_no_code(smoke_report):
         assert noise not in page, noise  # no warnings, errors, progress or log lines, no absolute paths
     with_code = (out / "01_model_selection.html").read_text()
     assert "open_study" in with_code
+    # Offline and accessible: nothing loaded from elsewhere, each figure described by its caption.
+    for html_page in (page, with_code):
+        assert "<script src=" not in html_page and "mathjax" not in html_page.lower()
+    alts = re.findall(r'<img[^>]*\balt="([^"]*)"', page)
+    assert alts and all(alt.startswith("Figure ") for alt in alts), alts
 
 
 @runs_notebooks

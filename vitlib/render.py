@@ -6,8 +6,12 @@ notebook (with code), with nbconvert.
 from __future__ import annotations
 
 import html
+import re
 import shutil
 from pathlib import Path
+
+import jinja2
+from bs4 import BeautifulSoup
 
 from .build import profile_parameters
 
@@ -86,6 +90,31 @@ def keep_captions_with_figures(nb):
 
 
 CODE_HIDDEN = dict(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)  # report.{html,pdf}
+# JupyterLab's page without the scripts it loads from CDNs (require.js, MathJax, Mermaid): the
+# reports need none of them, and so read the same offline.
+OFFLINE_PAGE = jinja2.DictLoader(
+    {
+        "offline.html.j2": "{%- extends 'lab/index.html.j2' -%}"
+        "{%- block html_head_js -%}{%- endblock html_head_js -%}"
+        "{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}"
+        "{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}"
+    }
+)
+HTML_SETTINGS = dict(extra_loaders=[OFFLINE_PAGE], template_file="offline.html.j2")
+NO_ALT = "No description has been provided for this image"  # nbconvert's stand-in
+
+
+def with_figure_alt_text(page: str) -> str:
+    """Each figure's image described by its caption (nbconvert leaves a stand-in); an image
+    without a caption of its own is said to be one."""
+    soup = BeautifulSoup(page, "html.parser")
+    for image in soup.find_all("img", alt=NO_ALT):
+        caption = image.find_next(string=re.compile(r"^Figure \d+\.$"))
+        if caption is not None and caption.find_previous("img") is image:
+            image["alt"] = " ".join(caption.find_parent("p").get_text().split())
+        else:
+            image["alt"] = "A figure without a caption; the text around it says what it shows."
+    return str(soup)
 
 
 def pdf_settings() -> dict:
@@ -121,14 +150,16 @@ def render(profile: str, pdf: bool = True, params_file: Path | None = None) -> d
     page.cells = [
         nbformat.v4.new_markdown_cell(f"<h1>{html.escape(title)}</h1>", id="report-title")
     ] + page.cells  # a fixed id keeps the HTML the same from build to build
-    body, _ = HTMLExporter(**CODE_HIDDEN).from_notebook_node(page, resources={"metadata": {"name": title}})
-    (out / "report.html").write_text(body)
+    body, _ = HTMLExporter(**CODE_HIDDEN, **HTML_SETTINGS).from_notebook_node(
+        page, resources={"metadata": {"name": title}}
+    )
+    (out / "report.html").write_text(with_figure_alt_text(body))
     written["html"] = out / "report.html"
     for path in executed:
-        body, _ = HTMLExporter().from_notebook_node(
+        body, _ = HTMLExporter(**HTML_SETTINGS).from_notebook_node(
             nbformat.read(str(path), as_version=4), resources={"metadata": {"name": path.stem}}
         )
-        path.with_suffix(".html").write_text(body)
+        path.with_suffix(".html").write_text(with_figure_alt_text(body))
     if pdf:
         missing_tools = [t for t in ("xelatex", "pandoc") if shutil.which(t) is None]
         if missing_tools:
