@@ -109,6 +109,7 @@ YAML_CASES = {  # content -> what the error names
     "unknown-key": ("epoch: 2\n", "'epoch' (did you mean 'epochs'?)"),
     "bad-value": ("lr: -1\n", "lr (learning rate) must be a positive number"),
     "not-a-mapping": ("- epochs\n- 2\n", "must hold a mapping of settings"),
+    "grid-repeats-a-value": ("grid: {lr: [1e-5, 0.00001, 0.01]}\n", "grid['lr'] lists 1e-05 more than once"),
 }
 
 
@@ -198,6 +199,24 @@ def cases():
     yield ("select-grid-syntax", ["select", *out, "--grid", "depth", *QUICK], None, "--grid expects KEY=V1,V2")
     yield ("select-grid-unknown-key", ["select", *out, "--grid", "detph=1,2", *QUICK], None, "did you mean 'depth'")
     yield ("select-grid-bad-value", ["select", *out, "--grid", "depth=0,2", *QUICK], None, "depth")
+    yield (
+        "select-grid-repeated-value",
+        ["select", *out, "--grid", "lr=0.00001,1e-5,0.01", *QUICK],
+        None,
+        "grid['lr'] lists 1e-05 more than once. Fix: list each value once",
+    )
+    yield (
+        "select-grid-repeated-key",
+        ["select", *out, "--grid", "depth=1", "--grid", "depth=2", *QUICK],
+        None,
+        "--grid gives depth twice. Fix: give all its values once",
+    )
+    yield (
+        "train-config-is-a-profile",
+        ["train", "--config", str(Path(__file__).parent.parent / "params" / "smoke.yaml"), *out, *QUICK],
+        None,
+        "is a profile (it declares a study), not a file of settings",
+    )
     yield ("evaluate-data-root-corrupt", ["evaluate", "{ckpt}", "--data-root", "{corrupt}"], None, "is corrupt")
     yield ("data-root-is-a-file", ["data", "--root", "{file}"], None, "is a file, not a folder")
     yield ("data-root-corrupt", ["data", "--root", "{corrupt}"], None, "is corrupt or partial")

@@ -25,6 +25,20 @@ def test_yaml_file_with_its_own_preset(tmp_path):
         build_config("seed", yaml_path=path)
 
 
+def test_scientific_notation_is_a_float_wherever_a_float_goes(tmp_path):
+    """YAML 1.1 reads 1e-3 (no dot) as a string: in a settings file, a grid, or a flag's value."""
+    from vitlib.commands import _parse_grid
+
+    path = tmp_path / "run.yaml"
+    path.write_text("lr: 1e-3\nweight_decay: 5E-2\ngrid: {lr: [1e-3, 3e-3]}\n")
+    cfg = build_config("seed", yaml_path=path)
+    assert (cfg.train.lr, cfg.train.weight_decay, cfg.selection.grid) == (0.001, 0.05, {"lr": [0.001, 0.003]})
+    assert build_config("seed", {"lr": "2e-4"}).train.lr == 0.0002
+    assert _parse_grid(["lr=1e-3,0.01"]) == {"lr": [0.001, 0.01]}
+    with pytest.raises(ValueError, match="lr must be of type float, got 'fast'"):
+        build_config("seed", {"lr": "fast"})
+
+
 def test_seed_preset_is_the_original_protocol():
     cfg = build_config("seed")
     assert (cfg.train.optimizer, cfg.train.lr, cfg.train.batch_size, cfg.train.epochs) == ("adam", 0.005, 128, 5)

@@ -4,9 +4,19 @@ a ValueError whose message names the setting, what is wrong and what would be va
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import fields
 
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+SCIENTIFIC = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+def as_number(value):
+    """A string in scientific notation as the float it means (YAML 1.1 reads 1e-3, without a dot,
+    as a string); anything else as it is."""
+    return float(value) if isinstance(value, str) and SCIENTIFIC.fullmatch(value.strip()) else value
 
 
 def check_fields(obj) -> None:
@@ -15,6 +25,8 @@ def check_fields(obj) -> None:
         value = getattr(obj, f.name)
         kind = _TYPES.get(str(f.type))
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            setattr(obj, f.name, float(value))
+        elif kind is float and isinstance(value, str) and SCIENTIFIC.fullmatch(value.strip()):
             setattr(obj, f.name, float(value))
         elif kind is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
             raise ValueError(f"{f.name} must be of type {kind.__name__}, got {value!r}")

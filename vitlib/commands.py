@@ -12,6 +12,7 @@ import yaml
 from . import rebuild
 from .build import execute, profile_parameters
 from .checkpoint import load_checkpoint
+from .checks import as_number
 from .config import FIELD_SECTION, build_config
 from .data import load_mnist
 from .digit_image import load_digit_image
@@ -37,7 +38,10 @@ def _parse_grid(items: list[str] | None) -> dict | None:
         key, sep, values = item.partition("=")
         if not sep or not values:
             raise ValueError(f"--grid expects KEY=V1,V2,..., got {item!r}")
-        grid[key.strip()] = [yaml.safe_load(v) for v in values.split(",")]
+        key = key.strip()
+        if key in grid:  # a second --grid of the same key would silently replace the first
+            raise ValueError(f"--grid gives {key} twice. Fix: give all its values once, --grid {key}=V1,V2,...")
+        grid[key] = [as_number(yaml.safe_load(v)) for v in values.split(",")]
     return grid
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .checks import check_choice, check_fields, reject_unknown
+from .checks import as_number, check_choice, check_fields, reject_unknown
 from .data import DEFAULT_ROOT
 from .files import readable_file
 from .model import ViTConfig
@@ -74,8 +74,12 @@ class ExperimentConfig:
             self.selection.grid, {k for k, s in FIELD_SECTION.items() if s in ("model", "train")}, "grid key"
         )
         for key in self.selection.grid:
-            if not isinstance(self.selection.grid[key], list) or not self.selection.grid[key]:
+            values = self.selection.grid[key]
+            if not isinstance(values, list) or not values:
                 raise ValueError(f"grid[{key!r}] must be a non-empty list of values")
+            repeated = [v for i, v in enumerate(values) if v in values[:i]]
+            if repeated:  # its trials would count twice in that value's mean, and the best would be wrong
+                raise ValueError(f"grid[{key!r}] lists {repeated[0]!r} more than once. Fix: list each value once")
         for combo in self.grid_points():  # every point of the grid must be a valid config
             _apply_sections(self, combo)
 
@@ -230,7 +234,16 @@ def load_yaml(path: str | Path) -> dict:
         raise ValueError(f"settings file {path} is empty. Fix: write `key: value` settings into it, or leave it out")
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping of settings (`key: value` lines), got {type(data).__name__}")
-    return data
+    return _with_numbers(data)
+
+
+def _with_numbers(value):
+    """`value` with every string in scientific notation, at any depth, as its float."""
+    if isinstance(value, dict):
+        return {k: _with_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_numbers(v) for v in value]
+    return as_number(value)
 
 
 def build_config(
@@ -238,6 +251,11 @@ def build_config(
 ) -> ExperimentConfig:
     """preset -> YAML file -> overrides, validated. A YAML file may name its own `preset`."""
     settings = dict(load_yaml(yaml_path)) if yaml_path else {}
+    if "study" in settings:
+        raise ValueError(
+            f"{yaml_path} is a profile (it declares a study), not a file of settings. Fix: run it with "
+            f"`make report PROFILE={Path(yaml_path).stem}`, or give a file of `key: value` settings"
+        )
     preset = settings.pop("preset", preset)
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
