@@ -211,6 +211,14 @@ def cases():
         None,
         "--grid gives depth twice. Fix: give all its values once",
     )
+    for flag, value, expect in (  # every number setting in its range, NaN included, before any work
+        ("--aug-scale", "nan", "aug_scale must be a number, got nan"),
+        ("--seed", str(2**70), "seed must be a whole number from 0 to 2147483647"),
+        ("--patch-size", "0", "patch_size must be a positive integer, got 0"),
+        ("--num-heads", "0", "num_heads must be a positive integer, got 0"),
+        ("--num-classes", "5", "num_classes=5, but the labels go up to 9. Fix: num_classes 10"),
+    ):
+        yield (f"train-{flag[2:]}-{value[:8]}", ["train", *out, *QUICK, flag, value], None, expect)
     yield (
         "train-config-is-a-profile",
         ["train", "--config", str(Path(__file__).parent.parent / "params" / "smoke.yaml"), *out, *QUICK],

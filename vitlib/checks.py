@@ -30,6 +30,8 @@ def check_fields(obj) -> None:
             setattr(obj, f.name, float(value))
         elif kind is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
             raise ValueError(f"{f.name} must be of type {kind.__name__}, got {value!r}")
+        if kind is float and getattr(obj, f.name) != getattr(obj, f.name):  # NaN passes every range check
+            raise ValueError(f"{f.name} must be a number, got nan")
 
 
 def check_choice(name: str, value, allowed) -> None:

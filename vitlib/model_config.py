@@ -37,6 +37,18 @@ class ViTConfig:
 
     def __post_init__(self):
         check_fields(self)
+        for name in (  # first: the divisibility checks below divide by them
+            "image_size",
+            "in_chans",
+            "patch_size",
+            "num_classes",
+            "embed_dim",
+            "depth",
+            "num_heads",
+            "mlp_hidden_dim",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"patch_size={self.patch_size} does not divide image_size={self.image_size}; "
@@ -49,18 +61,6 @@ class ViTConfig:
             )
         check_choice("pos_embed", self.pos_embed, ("learned", "sinusoidal", "none"))
         check_choice("init", self.init, ("timm", "torch"))
-        for name in (
-            "image_size",
-            "in_chans",
-            "patch_size",
-            "num_classes",
-            "embed_dim",
-            "depth",
-            "num_heads",
-            "mlp_hidden_dim",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if not 0 <= self.test_shifts < self.image_size:
             raise ValueError(
                 f"test_shifts must be a whole number of pixels from 0 (no shifted copies) to "

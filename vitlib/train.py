@@ -55,6 +55,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**31:  # numpy's and torch's generators take it, plus an offset per run
+            raise ValueError(f"seed must be a whole number from 0 to {2**31 - 1}, got {self.seed}")
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise ValueError(f"lr (learning rate) must be a positive number, got {self.lr}")
         check_choice("optimizer", self.optimizer, ("adam", "adamw", "sgd"))
@@ -174,6 +176,12 @@ def fit(
     the original reports them), eval_loss and eval_error on `eval_set` when given, lr, seconds.
     Raises TrainingDiverged when the loss stops being finite.
     """
+    classes = model.cfg.num_classes
+    if len(labels) and int(labels.max()) >= classes:
+        raise ValueError(
+            f"num_classes={classes}, but the labels go up to {int(labels.max())}. Fix: num_classes "
+            f"{int(labels.max()) + 1} (MNIST has 10 digits)"
+        )
     device = next(model.parameters()).device
     images, labels = images.to(device), labels.to(device)  # resident: batches are index lookups
     n = len(images)
