@@ -60,12 +60,16 @@ def test_select_writes_resumable_results(tmp_path, capsys):
     [
         (["train", "--out", "x", "--preset", "nope"], "invalid choice: 'nope'"),
         (["train", "--out", "x", "--epoch", "1"], "unrecognized arguments: --epoch"),
+        (["train", "--out", "x", "--epochs", "1.5"], "argument --epochs: invalid int value: '1.5'"),
     ],
 )
 def test_bad_arguments_are_refused_by_the_parser(args, message, capsys):
-    with pytest.raises(SystemExit):
+    """One line, not the command's whole usage first (dozens of lines for train)."""
+    with pytest.raises(SystemExit) as exit_:
         main(args)
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert "--help` lists the options" in err
 
 
 @pytest.mark.slow

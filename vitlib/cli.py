@@ -72,8 +72,16 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose error is one line that says where the options are listed (its own
+    prints the whole usage first: dozens of lines for train or select)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m vitlib", description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser = Parser(prog="python -m vitlib", description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument(
         "--debug", action="store_true", help=f"show the Python traceback behind an error (or set {DEBUG_ENV}=1)"
     )
