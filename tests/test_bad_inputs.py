@@ -217,6 +217,8 @@ def cases():
         ("--patch-size", "0", "patch_size must be a positive integer, got 0"),
         ("--num-heads", "0", "num_heads must be a positive integer, got 0"),
         ("--num-classes", "5", "num_classes=5, but the labels go up to 9. Fix: num_classes 10"),
+    ) + (
+        (("--device", "cuda", "torch finds no CUDA device on this machine"),) if not torch.cuda.is_available() else ()
     ):
         yield (f"train-{flag[2:]}-{value[:8]}", ["train", *out, *QUICK, flag, value], None, expect)
     yield (

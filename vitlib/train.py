@@ -92,6 +92,7 @@ class TrainingDiverged(RuntimeError):
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """The torch device a setting names ('auto': a GPU where there is one, else the CPU)."""
     if device != "auto":
         return torch.device(device)
     if torch.cuda.is_available():
@@ -99,6 +100,21 @@ def resolve_device(device: str = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def usable_device(device: str = "auto") -> torch.device:
+    """`resolve_device`, refused in one line when this machine does not have that device."""
+    resolved = resolve_device(device)
+    missing = (resolved.type == "cuda" and not torch.cuda.is_available()) or (
+        resolved.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    )
+    if missing:
+        found = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        raise ValueError(
+            f"device={device!r}, but torch finds no {resolved.type.upper()} device on this machine (it has: "
+            f"{', '.join(found)}). Fix: device 'auto' (a GPU where there is one) or 'cpu'"
+        )
+    return resolved
 
 
 _INIT_LOCK = threading.Lock()  # seeding and drawing from torch's global generator must not interleave
