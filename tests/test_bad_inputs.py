@@ -172,6 +172,13 @@ def cases():
         None,
         "holds a result of a different experiment: lr (0.005 there, 0.001 now)",
     )
+    for name, content in (("config.json", "{}"), ("config.json", "[]"), ("metrics.json", "{}"), ("metrics.json", "[]")):
+        yield (
+            f"train-out-{name[:-5]}-hand-edited-{'object' if content == '{}' else 'list'}",
+            ["train", "--out", "{run}", *QUICK],
+            f"hand-edited:{name}={content}",
+            f"run/{name} is not a run's {name} as vitlib writes it",
+        )
     yield (
         "select-out-holds-another-experiment",
         ["select", "--out", "{sel}", "--grid", "depth=1", "--folds", "2", *QUICK, "--epochs", "2"],
@@ -324,6 +331,9 @@ def _check_case(argv, kind, expect, good, folder, capsys, monkeypatch):
         expect = expect.replace("{" + name + "}", str(value))
     if kind == "foreign-trial":
         next((folder / "sel" / "trials").glob("*.json")).write_text('{"an": "other program"}')
+    if kind and kind.startswith("hand-edited:"):  # e.g. hand-edited:config.json={}
+        name, content = kind.split(":", 1)[1].split("=", 1)
+        (folder / "run" / name).write_text(content)
     saved = _snapshot(folder / "run") | _snapshot(folder / "sel")
     capsys.readouterr()
     if kind in ("unreadable", "unwritable") and argv[0] in ("report", "check-report", "promote"):

@@ -124,9 +124,27 @@ def load_run(folder: str | Path) -> dict:
     folder = Path(folder)
     if not is_finished(folder):
         raise FileNotFoundError(f"{folder / 'metrics.json'} does not exist: that run has not finished")
-    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics = _run_file(folder, "metrics.json", ("test_accuracy", "test_error", "n_test", "history"))
     metrics["test_correct"] = np.load(folder / "test_correct.npy")
     return metrics
+
+
+def _run_file(folder: Path, name: str, keys: tuple[str, ...]) -> dict:
+    """A run's JSON file, refused in one line if it is not what `save_run` writes (hand-edited, or
+    another program's), so that nothing is read from it or written over it."""
+    try:
+        data = json.loads((folder / name).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        data, problem = None, f"cannot be read ({err})"
+    else:
+        missing = [k for k in keys if not isinstance(data, dict) or k not in data]
+        problem = f"lacks {', '.join(missing)}" if missing else ""
+    if problem:
+        raise ValueError(
+            f"{folder / name} is not a run's {name} as vitlib writes it: it {problem}. Fix: write to "
+            f"another output folder, or move {folder} away to start afresh"
+        )
+    return data
 
 
 def is_finished(folder: str | Path) -> bool:
@@ -144,13 +162,7 @@ def _same_run_finished(folder: str | Path, cfg: ExperimentConfig) -> bool:
     folder = Path(folder)
     if not is_finished(folder):
         return False  # nothing there, or a run stopped before its last file: start afresh
-    try:
-        stored = json.loads((folder / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(
-            f"{folder} holds a finished run whose config.json cannot be read ({err}). Fix: write "
-            f"to another output folder, or move {folder} away to start afresh"
-        ) from None
+    stored = _run_file(folder, "config.json", ("model", "train", "data"))
     check_same_experiment(folder, _sections(stored), result_settings(cfg, "run"))
     return True
 
