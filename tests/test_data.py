@@ -175,3 +175,23 @@ def test_fetching_removes_only_the_archives_it_fetched(tmp_path, monkeypatch):
     monkeypatch.setattr(torchvision.datasets, "MNIST", FakeDownload)
     ensure_mnist(tmp_path)
     assert sorted(p.name for p in raw.glob("*.gz")) == ["my-notes.gz"]
+
+
+def test_real_world_digit_images_are_read_as_mnist_would_see_them(mnist, tmp_path):
+    """A browser canvas's dark strokes on transparency, and a 16-bit scan, give the digit the plain
+    8-bit image gives; a white page with a speck holds no digit and is refused, not guessed at."""
+    digit = np.array(Image.fromarray(mnist.test_images[0, 0].numpy()).resize((140, 140)))
+    Image.fromarray(255 - digit).save(tmp_path / "plain.png")
+    plain = load_digit_image(tmp_path / "plain.png").float()
+    canvas = np.zeros((140, 140, 4), np.uint8)
+    canvas[..., 3] = digit  # black strokes, their coverage in alpha
+    Image.fromarray(canvas, "RGBA").save(tmp_path / "canvas.png")
+    Image.fromarray((65535 - digit.astype(np.uint16) * 257).astype(np.uint16)).save(tmp_path / "scan16.png")
+    assert Image.open(tmp_path / "scan16.png").mode == "I;16"
+    for name in ("canvas.png", "scan16.png"):
+        assert (load_digit_image(tmp_path / name).float() - plain).abs().mean() < 1, name  # in grey levels
+    page = np.full((200, 200), 255, np.uint8)
+    page[100:103, 100:103] = 0
+    Image.fromarray(page).save(tmp_path / "speck.png")
+    with pytest.raises(ValueError, match=r"no digit found \(the only marks span 3 of 200 pixels"):
+        load_digit_image(tmp_path / "speck.png")

@@ -26,6 +26,7 @@ from .commands import (
     cmd_train,
 )
 from .config import PRESETS, SECTIONS
+from .digit_image import MIN_SPAN
 from .mnist_files import MNISTError
 from .train import TrainingDiverged
 
@@ -124,7 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("checkpoint", type=Path, help="checkpoint.pt written by `train`")
         if name == "predict":
             p.add_argument(
-                "images", nargs="+", type=Path, help="image files (any size; dark-on-light digits are inverted)"
+                "images",
+                nargs="+",
+                type=Path,
+                help="image files of one digit each, any size: dark-on-light digits are inverted, a transparent "
+                "background is filled to contrast with the strokes, 16-bit images are scaled; an image whose "
+                f"marks span under {MIN_SPAN:.0%}% of its longer side is refused as holding no digit (MNIST's "
+                "digits span 20 of 28 pixels)",
             )
         else:
             p.add_argument("--data-root", default="data", help="data folder (default: data)")

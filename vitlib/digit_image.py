@@ -6,23 +6,47 @@ import os
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from .files import readable_file
+
+# MNIST's digits span 20 of their 28 pixels (71%); marks spanning under a tenth of the image are
+# taken for specks or noise, not for a digit.
+MIN_SPAN = 0.1
+
+
+def _gray(img) -> np.ndarray:
+    """Grey levels in [0, 1]: 16- and 32-bit images scaled, not clipped; a transparent background
+    filled with the colour that contrasts with the strokes (dark strokes on transparency, as a
+    browser canvas saves them, go onto white)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        values = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") else max(float(values.max()), 1.0)
+        return (values / top).astype(np.float32)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255
+        alpha = rgba[..., 3]
+        strokes = np.asarray(img.convert("RGBA").convert("L"), dtype=np.float32) / 255
+        shown = alpha > 0.5
+        background = 1.0 if shown.any() and strokes[shown].mean() < 0.5 else 0.0
+        return strokes * alpha + background * (1 - alpha)
+    return (
+        np.asarray(img.convert("L"), dtype=np.float32) / 255 if img.mode != "L" else np.asarray(img, np.float32) / 255
+    )
 
 
 def load_digit_image(path: str | os.PathLike) -> torch.Tensor:
     """An image file of one digit, any size, as MNIST-style uint8 pixels (1, 28, 28).
 
     Follows MNIST's own preparation: white digit on black (a dark digit on a light background is
-    inverted), the digit's bounding box scaled to fit 20x20 and centred by its centre of mass.
+    inverted), the digit's bounding box scaled to fit 20x20 and centred by its centre of mass. An
+    image whose marks span under MIN_SPAN of its longer side holds no digit, and is refused.
     """
-    from PIL import Image, UnidentifiedImageError
-
     fix = "give a PNG or JPEG of one digit"
     path = readable_file(path, "image", fix)
     try:
         with Image.open(path) as img:
-            gray = np.asarray(img.convert("L"), dtype=np.float32) / 255
+            gray = _gray(img)
     except (UnidentifiedImageError, Image.DecompressionBombError):
         raise ValueError(f"image {path} is not an image file this program can read. Fix: {fix}") from None
     except (OSError, SyntaxError, ValueError) as err:  # a truncated or damaged image
@@ -39,6 +63,12 @@ def load_digit_image(path: str | os.PathLike) -> torch.Tensor:
     if gray.max() < 0.1:
         raise ValueError(f"image {path} looks blank: no digit stands out from its background")
     rows, cols = np.nonzero(gray > 0.1 * gray.max())
+    span = max(rows.max() - rows.min(), cols.max() - cols.min()) + 1
+    if span < MIN_SPAN * max(gray.shape):
+        raise ValueError(
+            f"image {path}: no digit found (the only marks span {span} of {max(gray.shape)} pixels; a digit "
+            f"should span at least {MIN_SPAN:.0%} of the image). Fix: crop the image to the digit"
+        )
     digit = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     scale = 20 / max(digit.shape)
     size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))
