@@ -96,13 +96,17 @@ def checkpoint_variant(kind: str, ckpt: Path, folder: Path) -> Path:
         payload["model"]["head.0.weight"] = torch.zeros(3, 3)
     elif kind == "no-weights":
         payload = {"epoch": 3}
+    elif kind == "nan-weights":
+        payload["model"]["head.0.weight"] = torch.full_like(payload["model"]["head.0.weight"], float("nan"))
+    elif kind == "invalid-config":
+        payload["config"]["model"]["num_heads"] = 3  # does not divide embed_dim
     path = folder / f"{kind}.pt"
     torch.save(payload, path)
     return path
 
 
 FILE_KINDS = ["missing", "empty", "truncated", "text", "image", "directory", "unreadable"]
-CHECKPOINT_KINDS = ["newer-format", "unknown-setting", "other-shape", "no-weights"]
+CHECKPOINT_KINDS = ["newer-format", "unknown-setting", "other-shape", "no-weights", "nan-weights", "invalid-config"]
 YAML_CASES = {  # content -> what the error names
     "syntax": ("epochs: 2\nlr: [0.1\n", "is not valid YAML at line 3"),
     "wrong-type": ("batch_size: big\n", "batch_size must be of type int, got 'big'"),
@@ -127,6 +131,8 @@ def cases():
                 "unknown-setting": "rotary_embedding",
                 "other-shape": "weights do not fit",
                 "no-weights": "has no model weights",
+                "nan-weights": "holds weights that are not finite (NaN or infinity in head.0.weight)",
+                "invalid-config": "holds an invalid model config",
             }[kind]
             yield (f"{command}-checkpoint-{kind}", [command, "{variant:" + kind + "}", *extra], None, expect)
     # Image arguments of predict.

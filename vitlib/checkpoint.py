@@ -123,4 +123,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
             f"was changed or mixes two models. Fix: use the checkpoint.pt exactly as `train` wrote "
             f"it, or train a new one"
         ) from None
+    broken = next(
+        (name for name, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()), None
+    )
+    if broken is not None:  # a diverged run's weights: every prediction would be NaN
+        raise ValueError(
+            f"{path} holds weights that are not finite (NaN or infinity in {broken}): it predicts nothing. "
+            f"Fix: train it again, with a smaller learning rate if it diverged"
+        )
     return model.to(resolve_device(str(device))).eval(), payload
