@@ -139,6 +139,7 @@ def cases():
     for kind in FILE_KINDS:
         if kind != "image":
             yield (f"predict-image-{kind}", ["predict", "{ckpt}", "{bad:image}"], kind, "image")
+    yield ("predict-image-huge", ["predict", "{ckpt}", "{huge_png}"], None, "is too large to read safely")
     # --config of train and select, and --params of report: files of every kind, then bad YAML.
     for command, flag, rest in (
         ("train", "--config", [*out, *QUICK]),
@@ -327,6 +328,9 @@ def _check_case(argv, kind, expect, good, folder, capsys, monkeypatch):
             args.append(str(bad))
         elif a.startswith("{variant:"):
             args.append(str(checkpoint_variant(a[9:-1], values["ckpt"], folder)))
+        elif a == "{huge_png}":  # 20000 x 20000 pixels: past Pillow's guard against decompression bombs
+            Image.new("L", (20000, 20000), 255).save(folder / "huge.png")
+            args.append(str(folder / "huge.png"))
         elif a.startswith("{yaml:"):
             path = folder / "settings.yaml"
             path.write_text(YAML_CASES[a[6:-1]][0])

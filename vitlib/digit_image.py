@@ -47,7 +47,11 @@ def load_digit_image(path: str | os.PathLike) -> torch.Tensor:
     try:
         with Image.open(path) as img:
             gray = _gray(img)
-    except (UnidentifiedImageError, Image.DecompressionBombError):
+    except Image.DecompressionBombError as err:  # Pillow's guard against huge images
+        raise ValueError(
+            f"image {path} is too large to read safely ({err}). Fix: scale it down, e.g. to 512 px"
+        ) from None
+    except UnidentifiedImageError:
         raise ValueError(f"image {path} is not an image file this program can read. Fix: {fix}") from None
     except (OSError, SyntaxError, ValueError) as err:  # a truncated or damaged image
         raise ValueError(
