@@ -136,12 +136,14 @@ def test_a_final_recipe_other_than_the_chosen_one_is_refused():
     preset = build_config("laptop")
     ours = next(n for n, c in stage.runs.items() if all(preset.flat()[k] == c[k] for k in stage.final_takes))
     four = next(n for n in stage.runs if n.startswith("4×4"))
-    assert stages.final_mismatch(stage, {four: _fake(0.006), ours: _fake(0.005)}, preset) == {}
-    assert stages.final_mismatch(stage, {four: _fake(0.004), ours: _fake(0.005)}, preset)["patch_size"] == (7, 4)
+    configs = stages.run_configs(stage, preset, "laptop")
+    assert stages.final_mismatch(stage, {four: _fake(0.006), ours: _fake(0.005)}, preset, configs) == {}
+    differ = stages.final_mismatch(stage, {four: _fake(0.004), ours: _fake(0.005)}, preset, configs)
+    assert differ["patch_size"] == (7, 4)
     flat = preset.flat()
     for change in ({"epochs": flat["epochs"] - 14}, {"amp": not flat["amp"]}, {"aug_elastic_alpha": 10.0}):
         other = build_config("laptop", change)
-        differ = stages.final_mismatch(stage, {four: _fake(0.006), ours: _fake(0.005)}, other)
+        differ = stages.final_mismatch(stage, {four: _fake(0.006), ours: _fake(0.005)}, other, configs)
         assert list(differ) == list(change)
 
 
@@ -223,9 +225,12 @@ def test_every_test_score_seen_before_the_final_choice_is_listed(monkeypatch, tm
     other = profiles.open_study("laptop", epochs=1)
     assert other.folder != "laptop" and laptop.test_scores_seen(other).empty
     assert laptop_tables.seen_table(laptop.test_scores_seen(other), number=5).data == ""
-    (tmp_path / "laptop" / laptop.SEEN).write_text("model,accuracy\nx,0.9\n")
+    (tmp_path / "bad.csv").write_text("model,accuracy\nx,0.9\n")
     with pytest.raises(ValueError, match="must have the columns model, test_accuracy, n_test, what followed"):
-        laptop.test_scores_seen(profiles.open_study("laptop"))
+        laptop.test_scores_seen(profiles.open_study("laptop"), tmp_path / "bad.csv")
+    # A from-scratch rebuild (nothing copied into its folder) reads the committed record too.
+    monkeypatch.setenv(BUILD_ENV, str(tmp_path / "empty"))
+    assert laptop.test_scores_seen(profiles.open_study("laptop")).equals(seen)
 
 
 def test_the_candidates_text_weighs_the_margin_over_the_runner_up():

@@ -424,3 +424,11 @@ def test_a_value_saved_in_a_parameters_cell_stops_the_build(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=r"has lr = 0.001 saved in its parameters cell.*Fix: `git checkout notebooks/"):
         build.profile_parameters("smoke", quiet=True)
+    # Comments, and a value written over several lines, are read as Python reads them.
+    cell.source = cell.source.replace("lr = 0.001", "# lr = 0.01 was too fast\nlr = None") + "\nseed = (\n    None\n)\n"
+    nbformat.write(nb, str(edited))
+    assert build.notebook_parameters(edited)["seed"] is None
+    build.profile_parameters("smoke", quiet=True)
+    # A profile file given as --params says what it is and how to run it.
+    with pytest.raises(ValueError, match=r"is a profile .* Fix: run it as one, `make report PROFILE=laptop`"):
+        build.profile_parameters("smoke", tmp_path / "params" / "laptop.yaml", quiet=True)

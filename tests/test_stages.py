@@ -54,6 +54,13 @@ def _declare(stages_yaml: dict) -> dict[str, stages.Stage]:
         ({"a": {"runs": {"r": {}}, "seeds": 0}}, r"seeds must be a whole number of at least 1"),
         ({"a": {"runs": {"r": {}}, "start_from": "b"}}, r"starts from 'b', which is not a stage declared before it"),
         ({"a": {"runs": {"r": {}}, "final_takes": ["deph"]}}, r"final_takes .*'deph' \(did you mean 'depth'\?\)"),
+        ({"a": {"runs": {"r": {}}, "test_shifts": -1}}, r"test_shifts must be a whole number of pixels, 0 or more"),
+        ({"a": {"runs": {"r": {}}, "settings": [1]}}, r"`settings` must be a mapping"),
+        ({"a": {"runs": {"r": {}}, "seeds": 2, "final_takes": ["depth"]}}, r"chooses a run .* so it takes one seed"),
+        (
+            {"a": {"runs": {"r": {}}, "seeds": 2}, "b": {"runs": {"s": {}}, "start_from": "a"}},
+            r"stage 'a' chooses a run .* so it takes one seed",
+        ),
     ],
 )
 def test_a_bad_stage_declaration_is_refused_with_the_fix(declared, message):
@@ -88,7 +95,7 @@ def test_a_new_study_is_a_yaml_file(tmp_path, monkeypatch):
     configs = study.stage_configs("widths")
     assert {n: c.model.embed_dim for n, c in configs.items()} == {"narrow": 8, "wide": 16}
     assert {c.train.epochs for c in configs.values()} == {2}
-    with pytest.raises(KeyError, match=r"declares no stage 'ablation' \(declared: widths\)"):
+    with pytest.raises(KeyError, match=r"declares no stage 'ablation' \(declared: widths\). Fix: declare it"):
         study.stage_configs("ablation")
     (tmp_path / "params" / "bare.yaml").write_text("preset: seed\n")
     with pytest.raises(ValueError, match=r"params/bare.yaml must declare its study: `study:` with `notebooks"):

@@ -38,9 +38,17 @@ def profile_parameters(profile: str, params_file: Path | None = None, quiet: boo
     before anything runs (`study.out`: build/<profile>/, or build/<profile>-<hash>/ when the
     settings give other numbers than the profile's, said in one line unless `quiet`)."""
     overrides = load_yaml(params_file) if params_file is not None else {}
+    if "study" in overrides:
+        raise ValueError(
+            f"{params_file} is a profile (it declares a study), not a file of settings to change. Fix: run it "
+            f"as one, `make report PROFILE={overrides.get('profile', Path(params_file).stem)}`, without --params"
+        )
     named = overrides.pop("profile", profile)
     if named != profile:
-        raise ValueError(f"{params_file} names profile {named!r}, not {profile!r}. Fix: remove its `profile:` line")
+        raise ValueError(
+            f"{params_file} names profile {named!r}, not {profile!r}. Fix: `python -m vitlib report --profile "
+            f"{named} --params {params_file}`, or remove its `profile:` line"
+        )
     with contextlib.redirect_stdout(None) if quiet else contextlib.nullcontext():
         study = open_study(profile, **overrides)
     for name in study.notebooks:
@@ -64,21 +72,25 @@ def profile_parameters(profile: str, params_file: Path | None = None, quiet: boo
 
 
 def notebook_parameters(path: Path) -> dict:
-    """{name: value} of a notebook's cell tagged `parameters` (one `name = literal` per line)."""
+    """{name: value} of a notebook's cell tagged `parameters` (assignments of plain literals)."""
     import nbformat
 
     cell = next(c for c in nbformat.read(str(path), as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    fix = f"`git checkout {path}`, and set values in a profile, params/<name>.yaml"
+    try:
+        tree = ast.parse(cell.source)
+    except SyntaxError as err:
+        raise ValueError(f"{path}'s parameters cell is not valid Python ({err.msg}). Fix: {fix}") from None
     values = {}
-    for line in cell.source.splitlines():
-        name, sep, value = line.partition("=")
-        if sep:
-            try:
-                values[name.strip()] = ast.literal_eval(value.split("  #")[0].strip())
-            except (ValueError, SyntaxError):
-                raise ValueError(
-                    f"{path}'s parameters cell has `{line.strip()}`, which is not a plain value. Fix: "
-                    f"`git checkout {path}`, and set values in a profile, params/<name>.yaml"
-                ) from None
+    for node in tree.body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            raise ValueError(f"{path}'s parameters cell holds more than `name = value` lines. Fix: {fix}")
+        try:
+            values[node.targets[0].id] = ast.literal_eval(node.value)
+        except ValueError:
+            raise ValueError(
+                f"{path}'s parameters cell sets {node.targets[0].id} to something other than a plain value. Fix: {fix}"
+            ) from None
     return values
 
 

@@ -96,7 +96,7 @@ def gather(study) -> dict:
         )
         numbers["runner_up.mcnemar_p"] = number(test["p_value"], kind="p", label="McNemar p, final vs runner-up")
 
-    ablation = study.stages["ablation"]
+    ablation = study.stage("ablation")
     for row, per_seed in study.compare_by_run("ablation").items():
         preset = ablation.preset_of(row) or row  # results.json names each row by its preset
         accs = [m["test_accuracy"] for m in per_seed]

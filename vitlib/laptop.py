@@ -2,9 +2,9 @@
 profile's study (params/laptop.yaml declares its stages: candidates, ingredients) into
 results.json, as `vitlib.findings` does for the course-report profiles.
 
-Beside the study's results, a profile's build may hold test_scores_seen.csv (committed in
-report/<profile>/ and copied into the build): test scores that were seen before the final choice,
-each with what followed. The report lists them; results.json keeps them, unchecked, as constants.
+Beside the study's results, a profile may commit report/<profile>/test_scores_seen.csv: test
+scores that were seen before the final choice, each with what followed. The report lists them;
+results.json keeps them, unchecked, as constants.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pandas as pd
 
 from . import stages
 from .findings import built, number, save
+from .paths import reference_dir
 from .report import runner_up
 from .stats import mcnemar, wilson_interval
 from .study import Study
@@ -22,9 +23,11 @@ from .study import Study
 SEEN = "test_scores_seen.csv"  # model, test_accuracy, n_test, what followed
 
 
-def test_scores_seen(study: Study) -> pd.DataFrame:
-    """The test scores seen before the final choice (none for a study of other settings)."""
-    path = Path(study.out) / SEEN
+def test_scores_seen(study: Study, path: Path | None = None) -> pd.DataFrame:
+    """The test scores seen before the final choice: a committed record in report/<profile>/, read
+    from there by every build of the profile, a from-scratch rebuild too (none for a study of
+    other settings)."""
+    path = path or reference_dir(study.profile) / SEEN
     if not study.is_profiles_own or not path.is_file():
         return pd.DataFrame(columns=["model", "test_accuracy", "n_test", "what followed"])
     table = pd.read_csv(path)

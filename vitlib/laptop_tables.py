@@ -63,7 +63,7 @@ def _prediction(shifts: int) -> str:
 def candidates_table(
     candidates: dict[str, dict], chosen: str, number: int, views: dict[str, dict] | None = None
 ) -> Table:
-    """The candidates' validation errors; with `views` (LaptopStudy.test_views), also with shifted copies."""
+    """The candidates' validation errors; with `views` (Study.views), also with shifted copies."""
     rows = [
         (
             name + (" (chosen)" if name == chosen else ""),

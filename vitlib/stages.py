@@ -8,7 +8,8 @@ A stage declares (every key but `runs` optional):
                   a run naming a `preset` starts from that preset instead, with the profile's
                   data, epochs, seed and device (CARRY_OVER)
     settings:     settings every run of the stage shares
-    start_from:   another stage: its chosen run's settings come first
+    start_from:   another stage: the settings its chosen run declares come first (not that
+                  stage's shared `settings`)
     seeds:        how many seeds each run is trained with (default 1)
     validation:   the share of the training images held out and scored instead of the test set
                   (e.g. 1/12), always the same images
@@ -59,6 +60,8 @@ def parse_stages(declared: dict, where: str) -> dict[str, Stage]:
         if not isinstance(spec, dict) or not isinstance(spec.get("runs"), dict) or not spec["runs"]:
             raise ValueError(f"{at} must give `runs:`, a mapping of run names to their settings")
         reject_unknown(spec, STAGE_KEYS, f"key of {at}")
+        if not isinstance(spec.get("settings", {}), dict) or not isinstance(spec.get("final_takes", []), list):
+            raise ValueError(f"{at}: `settings` must be a mapping and `final_takes` a list of setting names")
         for run, settings in spec["runs"].items():
             if not isinstance(settings, dict):
                 raise ValueError(f"{at}, run {run!r}: give its settings as a mapping ({{}} for none)")
@@ -75,6 +78,16 @@ def parse_stages(declared: dict, where: str) -> dict[str, Stage]:
         seeds = spec.get("seeds", 1)
         if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
             raise ValueError(f"{at}: seeds must be a whole number of at least 1, got {seeds!r}")
+        shifts = spec.get("test_shifts", 0)
+        if not isinstance(shifts, int) or isinstance(shifts, bool) or shifts < 0:
+            raise ValueError(f"{at}: test_shifts must be a whole number of pixels, 0 or more, got {shifts!r}")
+        chooses = (
+            shifts
+            or spec.get("final_takes")
+            or any(other.get("start_from") == name for other in declared.values() if isinstance(other, dict))
+        )
+        if seeds > 1 and chooses:  # a choice is made on one run per name
+            raise ValueError(f"{at} chooses a run (for the final model or another stage), so it takes one seed")
         stages[name] = Stage(
             name,
             dict(spec["runs"]),
@@ -82,7 +95,7 @@ def parse_stages(declared: dict, where: str) -> dict[str, Stage]:
             start,
             seeds,
             _share(spec["validation"], at) if "validation" in spec else None,
-            int(spec.get("test_shifts", 0)),
+            shifts,
             tuple(spec.get("final_takes", ())),
         )
     return stages
@@ -138,8 +151,10 @@ def chosen_test_shifts(stage: Stage, done: dict[str, dict], views: dict[str, dic
     return stage.test_shifts if views[name]["error"] < done[name]["test_error"] else 0
 
 
-def final_mismatch(stage: Stage, done: dict[str, dict], final: ExperimentConfig) -> dict[str, tuple]:
-    """{setting: (the final model's, the chosen run's)} for each of `final_takes` that differs."""
-    declared = stage.runs[chosen(done)]
-    ours = final.flat()
-    return {k: (ours[k], declared[k]) for k in stage.final_takes if k in declared and ours[k] != declared[k]}
+def final_mismatch(
+    stage: Stage, done: dict[str, dict], final: ExperimentConfig, configs: dict[str, ExperimentConfig]
+) -> dict[str, tuple]:
+    """{setting: (the final model's, the chosen run's)} for each of `final_takes` that differs;
+    `configs`: the stage's run configurations (its epochs scaled as the profile's)."""
+    theirs, ours = configs[chosen(done)].flat(), final.flat()
+    return {k: (ours[k], theirs[k]) for k in stage.final_takes if ours[k] != theirs[k]}

@@ -33,7 +33,7 @@ from . import stages
 from .checkpoint import load_checkpoint
 from .config import ExperimentConfig
 from .data import MNIST
-from .experiment import finished_run, is_finished, load_data, load_run, run_folder, train_runs
+from .experiment import finished_run, is_finished, load_data, run_folder, train_runs
 from .inference import evaluate
 from .paths import BATCH_ENV, build_dir, project_root
 from .results import write_json, write_npy
@@ -104,10 +104,17 @@ class Study:
         back if it is already there; only read back without `data`)."""
         folder, cfg = self.final_dir(), self.final_config()
         metrics = finished_run(folder, cfg)
-        if metrics is not None and data is not None:
-            self.log(f"Final model: finished already in {folder}, read back")
-        if metrics is not None or data is None:
-            return metrics if metrics is not None else load_run(folder)
+        if metrics is not None:
+            if data is not None:
+                self.log(f"Final model: finished already in {folder}, read back")
+            return metrics
+        if data is None:
+            raise FileNotFoundError(f"{folder} holds no finished final model: {self._run_first('the notebooks')}")
+        if folder != self.out / "final":  # the committed model is written by hand, never by a build
+            raise FileNotFoundError(
+                f"{folder} holds no finished run of these settings. Fix: `git checkout {self.final_model_dir}`, "
+                f"or train it there on purpose: python -m vitlib train --preset {self.preset} --out {self.final_model_dir}"
+            )
         point = ", ".join(f"{k} = {v}" for k, v in self.selection().best.items()) if cfg is not self.config else ""
         self.log(f"Final model: {point or 'the profile config'} on all {len(data.train_images):,} training images")
         return self.run_set({folder.name: cfg}, folder.parent, data, "final_seconds")[folder.name]
@@ -134,18 +141,25 @@ class Study:
         runs = self.seed_run_configs()
         if data is not None:
             self.log(f"Seeds and runner-up: {len(runs)} more runs on all training images")
-        first = load_run(self.final_dir())
+        first = self.final()
         others = self.run_set(runs, self.out / "final_variants", data, "seeds_seconds")
         return {f"seed {self.final_config().train.seed} (the final model above)": first, **others}
 
     # The declared stages.
 
-    def stage_configs(self, name: str) -> dict[str, ExperimentConfig]:
-        """{run: configuration} of a declared stage."""
+    def stage(self, name: str) -> stages.Stage:
+        """A declared stage, or a KeyError naming the ones the profile declares."""
         if name not in self.stages:
             declared = ", ".join(self.stages) or "none"
-            raise KeyError(f"profile {self.profile!r} declares no stage {name!r} (declared: {declared})")
-        stage = self.stages[name]
+            raise KeyError(
+                f"profile {self.profile!r} declares no stage {name!r} (declared: {declared}). Fix: declare it "
+                f"under `study: stages:` in params/{self.profile}.yaml (params/seed.yaml has an example)"
+            )
+        return self.stages[name]
+
+    def stage_configs(self, name: str) -> dict[str, ExperimentConfig]:
+        """{run: configuration} of a declared stage."""
+        stage = self.stage(name)
         chosen = None
         if stage.start_from:
             before = self.stages[stage.start_from]
@@ -162,7 +176,7 @@ class Study:
         if data is None:
             missing = next(run for run, m in found.items() if m is None)
             raise FileNotFoundError(f"stage {name!r} has not run {missing!r}: {self._run_first('the notebooks')}")
-        stage = self.stages[name]
+        stage = self.stage(name)
         self.log(f"{name.capitalize()}: {len(configs)} runs" + (" on the validation split" if stage.validation else ""))
         # Every run of a stage is scored on the same images: the validation split of the first.
         scored = load_data(next(iter(configs.values()))) if stage.validation else data
@@ -170,17 +184,17 @@ class Study:
 
     def configs_by_run(self, name: str) -> dict[str, ExperimentConfig]:
         """{run: its configuration (its first seed's)} of a declared stage."""
-        return {run: cfgs[0] for run, cfgs in stages.by_run(self.stages[name], self.stage_configs(name)).items()}
+        return {run: cfgs[0] for run, cfgs in stages.by_run(self.stage(name), self.stage_configs(name)).items()}
 
     def compare_by_run(self, name: str, data: MNIST | None = None) -> dict[str, list[dict]]:
         """{run: [metrics of each seed]} of a declared stage."""
-        return stages.by_run(self.stages[name], self.compare(name, data))
+        return stages.by_run(self.stage(name), self.compare(name, data))
 
     def views(self, name: str) -> dict[str, dict]:
         """{run: {"correct": a bool per scored digit, "error"}}: each run's weights predicting from
         the digit and its copies shifted by the stage's test_shifts px, read back from the run's
         folder, or scored there from its checkpoint."""
-        shifts, folder = self.stages[name].test_shifts, self.out / name
+        shifts, folder = self.stage(name).test_shifts, self.out / name
         out = {}
         for run, cfg in self.stage_configs(name).items():
             path = run_folder(folder, run) / f"correct_with_{shifts}px_shifts.npy"
@@ -209,8 +223,8 @@ class Study:
         """The final model must have what stage `name` chose (its final_takes, and its test_shifts
         if the stage scores them): refuse to go on otherwise. A study of other settings may rank the
         runs otherwise; its final model keeps the profile's settings."""
-        stage, done = self.stages[name], self.compare(name)
-        differ = stages.final_mismatch(stage, done, self.config)
+        stage, done = self.stage(name), self.compare(name)
+        differ = stages.final_mismatch(stage, done, self.config, self.stage_configs(name))
         if stage.test_shifts:
             shifts = stages.chosen_test_shifts(stage, done, self.views(name))
             if shifts != self.config.model.test_shifts:
@@ -230,8 +244,14 @@ class Study:
         """The one stage runner: named configurations -> their metrics. With `data`, each run is
         trained into folder/<name>/ (or read back where it is finished, in parallel as the profile
         says) and the stage's wall time kept under `timing_key`; without, all are read back."""
-        if data is None:
-            return {name: load_run(run_folder(folder, name)) for name in runs}
+        if data is None:  # read back, each checked against the settings asked for
+            done = {name: finished_run(run_folder(folder, name), cfg) for name, cfg in runs.items()}
+            missing = [name for name, m in done.items() if m is None]
+            if missing:
+                raise FileNotFoundError(
+                    f"{folder} has no finished run {missing[0]!r}: {self._run_first('the notebooks')}"
+                )
+            return done
         start, reused = time.perf_counter(), all(is_finished(run_folder(folder, name)) for name in runs)
         sel = self.config.selection
         done = train_runs(runs, data, folder, sel.n_jobs, sel.joblib_backend, log=self.log)
