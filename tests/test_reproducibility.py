@@ -42,6 +42,9 @@ def test_same_settings_same_numbers_with_every_backend(tiny_data, compile_):
 
     one_worker = trials("loky", 1)
     pd.testing.assert_frame_equal(trials("loky", 1), one_worker, check_exact=True)  # rerun: identical
-    two_workers = {backend: trials(backend, 2) for backend in ("loky", "multiprocessing", "threading")}
+    # Spawned loky workers first: forking right after compiling in this process once hung a worker.
+    # Compiled, the two process backends; eager, threads too.
+    backends = ("loky", "multiprocessing") if compile_ else ("loky", "multiprocessing", "threading")
+    two_workers = {backend: trials(backend, 2) for backend in backends}
     for backend, got in two_workers.items():
         pd.testing.assert_frame_equal(got, two_workers["loky"], check_exact=True, obj=backend)
