@@ -79,6 +79,19 @@ def headline(by_profile: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
+def _over_seeds(results: dict, label: str, name: str, runs: str) -> dict:
+    """A bar of the mean over seeds (`name`.mean, .std) with its single runs (keys starting `runs`)."""
+    mean, std = _value(results, name + ".mean"), _value(results, name + ".std")
+    seeds = _runs(results, runs)
+    return {
+        "label": label,
+        "accuracy": mean,
+        "interval": [mean - std, mean + std],
+        "runs": seeds,
+        "text": f"{mean:.2%} ± {std:.2%} (mean ± std, {len(seeds)} seeds)",
+    }
+
+
 def _runs(results: dict, prefix: str) -> list[float]:
     return [v["value"] for key, v in results["numbers"].items() if key.startswith(prefix)]
 
@@ -103,31 +116,12 @@ def bars(by_profile: dict[str, dict]) -> list[dict]:
             ("its model and protocol,\nrerun (softmax applied twice)", "ablation.original", "ablation.original.seed"),
             ("softmax fixed; the model\nits 3-fold selection picks", "seeds.test_accuracy", "seeds.test_accuracy["),
         ):
-            mean, std = _value(seed, name + ".mean"), _value(seed, name + ".std")
-            seeds = _runs(seed, runs)
-            rows.append(
-                {
-                    "label": label,
-                    "accuracy": mean,
-                    "interval": [mean - std, mean + std],
-                    "runs": seeds,
-                    "text": f"{mean:.2%} ± {std:.2%} (mean ± std, {len(seeds)} seeds)",
-                }
-            )
+            rows.append(_over_seeds(seed, label, name, runs))
     if "full" in by_profile:
         full = by_profile["full"]
-        mean, std = _value(full, "seeds.test_accuracy.mean"), _value(full, "seeds.test_accuracy.std")
-        seeds = _runs(full, "seeds.test_accuracy[")
         configs = sum(1 for key in full["numbers"] if key.startswith("selection.val_error["))
-        rows.append(
-            {
-                "label": f"the same study over the\n{configs}-configuration grid",
-                "accuracy": mean,
-                "interval": [mean - std, mean + std],
-                "runs": seeds,
-                "text": f"{mean:.2%} ± {std:.2%} (mean ± std, {len(seeds)} seeds)",
-            }
-        )
+        label = f"the same study over the\n{configs}-configuration grid"
+        rows.append(_over_seeds(full, label, "seeds.test_accuracy", "seeds.test_accuracy["))
     if "laptop" in by_profile:
         laptop = by_profile["laptop"]
         accuracy = _value(laptop, "final.test_accuracy")

@@ -34,6 +34,13 @@ def check_fields(obj) -> None:
             raise ValueError(f"{f.name} must be a number, got nan")
 
 
+def check_positive(obj, names) -> None:
+    """Each of `names` (int fields of `obj`) must be 1 or more."""
+    for name in names:
+        if getattr(obj, name) < 1:
+            raise ValueError(f"{name} must be a positive integer, got {getattr(obj, name)}")
+
+
 def check_choice(name: str, value, allowed) -> None:
     if value not in allowed:
         raise ValueError(f"{name}={value!r} is not valid; choose one of {list(allowed)}")

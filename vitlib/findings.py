@@ -134,9 +134,10 @@ def save(results: dict, path: Path) -> None:
     write_json(Path(path), results)
 
 
-def write_findings(study) -> dict:
-    """Gather every number of the finished study into its results.json (the last stage)."""
-    results = gather(study)
+def write_findings(study, gather_numbers=None) -> dict:
+    """Gather every number of the finished study into its results.json (the last stage), with
+    `gather` or the report's own `gather_numbers`."""
+    results = (gather_numbers or gather)(study)
     save(results, study.out / "results.json")
     return results
 

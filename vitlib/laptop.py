@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import stages
-from .findings import built, number, save
+from . import findings, stages
+from .findings import built, number
 from .paths import reference_dir
 from .report import runner_up
 from .stats import mcnemar, wilson_interval
@@ -88,6 +88,4 @@ def gather(study: Study) -> dict:
 
 
 def write_findings(study: Study) -> dict:
-    results = gather(study)
-    save(results, study.out / "results.json")
-    return results
+    return findings.write_findings(study, gather)

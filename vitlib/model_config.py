@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .checks import check_choice, check_fields
+from .checks import check_choice, check_fields, check_positive
 
 
 @dataclass
@@ -37,18 +37,19 @@ class ViTConfig:
 
     def __post_init__(self):
         check_fields(self)
-        for name in (  # first: the divisibility checks below divide by them
-            "image_size",
-            "in_chans",
-            "patch_size",
-            "num_classes",
-            "embed_dim",
-            "depth",
-            "num_heads",
-            "mlp_hidden_dim",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        check_positive(  # first: the divisibility checks below divide by them
+            self,
+            (
+                "image_size",
+                "in_chans",
+                "patch_size",
+                "num_classes",
+                "embed_dim",
+                "depth",
+                "num_heads",
+                "mlp_hidden_dim",
+            ),
+        )
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"patch_size={self.patch_size} does not divide image_size={self.image_size}; "

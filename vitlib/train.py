@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .augment import random_affine
-from .checks import check_choice, check_fields
+from .checks import check_choice, check_fields, check_positive
 from .data import to_float
 from .forking import keep_forks_usable
 from .inference import evaluate
@@ -52,9 +52,7 @@ class TrainConfig:
 
     def __post_init__(self):
         check_fields(self)
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        check_positive(self, ("epochs", "batch_size"))
         if not 0 <= self.seed < 2**31:  # numpy's and torch's generators take it, plus an offset per run
             raise ValueError(f"seed must be a whole number from 0 to {2**31 - 1}, got {self.seed}")
         if not self.lr > 0 or not math.isfinite(self.lr):
