@@ -8,6 +8,7 @@ user while the command runs, since root reads and writes anything.
 """
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -186,6 +187,35 @@ def cases():
             f"hand-edited:{name}={content}",
             f"run/{name} is not a run's {name} as vitlib writes it",
         )
+    # Output folders are owned by the run that wrote them: nothing else is overwritten, and one
+    # process at a time writes one.
+    yield (
+        "train-out-holds-a-checkpoint-it-did-not-write",
+        ["train", "--out", "{foreign}", *QUICK],
+        "foreign-checkpoint",
+        "holds checkpoint.pt, which a training run does not write",
+    )
+    yield (
+        "train-out-is-a-finished-selection",
+        ["train", "--out", "{sel}", *QUICK],
+        None,
+        "holds selection.json, summary.csv, trials, trials.csv, which a training run does not write",
+    )
+    yield (
+        "train-out-being-written-by-another-process",
+        ["train", *out, *QUICK],
+        "held-by-another-process",
+        "is being written by another vitlib process (pid ",
+    )
+    yield (
+        "select-out-being-written-by-another-process",
+        ["select", *out, "--grid", "depth=1", "--folds", "2", *QUICK],
+        "held-by-another-process",
+        "is being written by another vitlib process (pid ",
+    )
+    # Resources running out: one line naming the folder or the settings.
+    yield ("train-disk-full", ["train", *out, *QUICK], "disk-full", "no space left on the disk holding {tmp}/out")
+    yield ("train-out-of-memory", ["train", *out, *QUICK], "out-of-memory", "out of memory training")
     yield (
         "select-out-holds-another-experiment",
         ["select", "--out", "{sel}", "--grid", "depth=1", "--folds", "2", *QUICK, "--epochs", "2"],
@@ -293,6 +323,7 @@ def _check_case(argv, kind, expect, good, folder, capsys, monkeypatch):
         "root": Path(__file__).resolve().parents[1],
         "corrupt": folder / "corrupt",
         "unreadable_data": folder / "unreadable-data",
+        "foreign": folder / "foreign",
     }
     values["file"].write_text("a plain file\n")
     (folder / "locked").mkdir(mode=0o555)
@@ -339,27 +370,65 @@ def _check_case(argv, kind, expect, good, folder, capsys, monkeypatch):
             args.append(a.format(**values))
     for name, value in values.items():
         expect = expect.replace("{" + name + "}", str(value))
+    if kind == "foreign-checkpoint":
+        (folder / "foreign").mkdir()
+        shutil.copy(values["ckpt"], folder / "foreign" / "checkpoint.pt")
+    if kind == "held-by-another-process":
+        holder = _hold(folder / "out")
+    if kind == "disk-full":
+        import vitlib.experiment
+
+        def full(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(vitlib.experiment, "save_checkpoint", full)
+    if kind == "out-of-memory":
+        import vitlib.experiment
+
+        def no_memory(*args, **kwargs):
+            raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1099511627776 bytes.")
+
+        monkeypatch.setattr(vitlib.experiment, "fit", no_memory)
     if kind == "foreign-trial":
         next((folder / "sel" / "trials").glob("*.json")).write_text('{"an": "other program"}')
     if kind and kind.startswith("hand-edited:"):  # e.g. hand-edited:config.json={}
         name, content = kind.split(":", 1)[1].split("=", 1)
         (folder / "run" / name).write_text(content)
-    saved = _snapshot(folder / "run") | _snapshot(folder / "sel")
+    saved = _snapshot(folder / "run") | _snapshot(folder / "sel") | _snapshot(folder / "foreign")
     capsys.readouterr()
     if kind in ("unreadable", "unwritable") and argv[0] in ("report", "check-report", "promote"):
         with unprivileged(True):
             readable = os.access(values["root"] / "params", os.R_OK | os.X_OK, effective_ids=True)
         if not readable:  # e.g. a clone inside `mktemp -d`'s 0700 folder: nobody cannot read the profiles
             pytest.skip("the user nobody cannot read this checkout's params/, which these commands read first")
-    with unprivileged(kind in ("unreadable", "unwritable")):
-        status = main(args)
+    try:
+        with unprivileged(kind in ("unreadable", "unwritable")):
+            status = main(args)
+    finally:
+        if kind == "held-by-another-process":
+            holder.kill()
+            holder.wait()
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert status == 2, err
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert expect in lines[0], f"{expect!r} not in {lines[0]!r}"
     assert "Traceback" not in err
-    assert _snapshot(folder / "run") | _snapshot(folder / "sel") == saved, "a saved result was changed"
+    assert _snapshot(folder / "run") | _snapshot(folder / "sel") | _snapshot(folder / "foreign") == saved, (
+        "a saved result was changed"
+    )
+
+
+def _hold(out: Path) -> subprocess.Popen:
+    """Another process holding `out` as a run does while it trains."""
+    code = (
+        "import sys, time; from vitlib.ownership import RUN_FILES, claim\n"
+        "with claim(sys.argv[1], RUN_FILES, 'a training run'):\n"
+        "    print('holding', flush=True); time.sleep(600)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "holding"
+    return holder
 
 
 def _snapshot(folder: Path) -> dict:

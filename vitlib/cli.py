@@ -27,6 +27,7 @@ from .commands import (
 )
 from .config import PRESETS, SECTIONS
 from .digit_image import MIN_SPAN
+from .experiment import OUT_OF_MEMORY
 from .mnist_files import MNISTError
 from .train import TrainingDiverged
 
@@ -201,6 +202,15 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as err:  # memory ran out outside a training step (building a model)
+        if debug or (isinstance(err, RuntimeError) and not any(t in str(err).lower() for t in OUT_OF_MEMORY)):
+            raise
+        print(
+            f"error: out of memory ({_one_line(err)[:120] or 'MemoryError'}). Fix: lower --batch-size, or the "
+            f"model's size (--embed-dim, --depth, --mlp-hidden-dim), or use a machine with more memory",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         if debug:

@@ -20,6 +20,7 @@ from .experiment import finished_run, load_data, train_and_test
 from .files import writable_folder
 from .inference import evaluate, predict
 from .mnist_files import ensure_mnist
+from .ownership import RUN_FILES, check_owned
 from .render import render
 from .results import write_json
 from .selection import SELECTION_RULE, select
@@ -54,6 +55,8 @@ def cmd_train(args) -> None:
     cfg = build_config(args.preset, _overrides(args), args.config)
     writable_folder(args.out, "output folder")
     metrics = finished_run(args.out, cfg)  # refuses a folder holding another experiment's run
+    if metrics is None:
+        check_owned(args.out, RUN_FILES, "a training run")  # before any work: files not ours are never overwritten
     if metrics is not None:
         print(
             f"{args.out} already holds this run, finished: test accuracy {metrics['test_accuracy']:.2%}. "

@@ -8,6 +8,8 @@ got right, for paired tests) and `checkpoint.pt` to its output folder; `load_run
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import re
 import time
@@ -21,6 +23,7 @@ from .config import ExperimentConfig
 from .data import MNIST, holdout_validation, load_mnist
 from .inference import evaluate
 from .model import count_parameters
+from .ownership import RUN_FILES, check_owned, claim
 from .parallel import CLUSTER_BACKENDS, run_jobs
 from .provenance import run_info
 from .results import check_same_experiment, result_settings, write_json, write_npy
@@ -58,16 +61,41 @@ def train_and_test(
             f"{scored_on} loss {row['eval_loss']:.4f}, error {row['eval_error']:.4f} ({row['seconds']:.1f} s)"
         )
 
+    with claim(out_dir, RUN_FILES, "a training run") if out_dir is not None else contextlib.nullcontext():
+        if out_dir is not None:
+            _claim_for(Path(out_dir), cfg)
+        return _train_and_save(cfg, data, model, device, out_dir, progress, report, scored_on)
+
+
+def _claim_for(folder: Path, cfg: ExperimentConfig) -> None:
+    """Mark `folder` as this run's before training: its config.json, written first (a config.json
+    already there must be this run's, from an interrupted attempt)."""
+    if (folder / "config.json").is_file():
+        stored = _run_file(folder, "config.json", ("model", "train", "data"))
+        check_same_experiment(folder, _sections(stored), result_settings(cfg, "run"))
+    write_json(folder / "config.json", cfg.to_dict())
+
+
+def _train_and_save(cfg, data, model, device, out_dir, progress, report, scored_on) -> tuple[torch.nn.Module, dict]:
     start = time.perf_counter()
-    history = fit(
-        model,
-        data.train_images,
-        data.train_labels,
-        cfg.train,
-        eval_set=(data.test_images, data.test_labels),
-        progress=progress,
-        on_epoch=report,
-    )
+    try:
+        history = fit(
+            model,
+            data.train_images,
+            data.train_labels,
+            cfg.train,
+            eval_set=(data.test_images, data.test_labels),
+            progress=progress,
+            on_epoch=report,
+        )
+    except (MemoryError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and not any(s in str(err).lower() for s in OUT_OF_MEMORY):
+            raise
+        raise ResourceExhausted(
+            f"out of memory training {count_parameters(model):,} parameters with batch {cfg.train.batch_size} on "
+            f"{device} ({str(err).splitlines()[0][:120]}). Fix: lower batch_size, or the model's size (embed_dim, "
+            f"depth, mlp_hidden_dim), or use a device with more memory"
+        ) from None
     seconds = time.perf_counter() - start
     if cfg.train.save_float16:
         round_to_float16(model)  # the weights the checkpoint keeps are the ones the test scores
@@ -86,6 +114,14 @@ def train_and_test(
     if out_dir is not None:
         save_run(out_dir, model, cfg, metrics)
     return model, metrics
+
+
+# How torch says it ran out of memory (CPU allocator, CUDA, MPS).
+OUT_OF_MEMORY = ("can't allocate memory", "out of memory", "not enough memory")
+
+
+class ResourceExhausted(ValueError):
+    """Memory or disk ran out: a one-line error naming the setting or folder (vitlib.cli prints it)."""
 
 
 def test_scores(model: torch.nn.Module, data: MNIST) -> dict:
@@ -107,16 +143,24 @@ def save_run(out_dir: str | Path, model: torch.nn.Module, cfg: ExperimentConfig,
     out.mkdir(parents=True, exist_ok=True)
     config = cfg.to_dict()
     metrics = dict(metrics)
-    save_checkpoint(
-        out / "checkpoint.pt",
-        model,
-        config,
-        metrics["history"],
-        {k: v for k, v in metrics.items() if k not in ("history", "run", "test_correct")},
-    )
-    write_npy(out / "test_correct.npy", metrics.pop("test_correct"))
-    write_json(out / "config.json", config)
-    write_json(out / "metrics.json", metrics)
+    try:
+        write_json(out / "config.json", config)
+        save_checkpoint(
+            out / "checkpoint.pt",
+            model,
+            config,
+            metrics["history"],
+            {k: v for k, v in metrics.items() if k not in ("history", "run", "test_correct")},
+        )
+        write_npy(out / "test_correct.npy", metrics.pop("test_correct"))
+        write_json(out / "metrics.json", metrics)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise ResourceExhausted(
+            f"no space left on the disk holding {out} while saving the run ({err.strerror}); it was not saved. "
+            f"Fix: free space there, or give an output folder on another disk, and run again"
+        ) from None
 
 
 def load_run(folder: str | Path) -> dict:
@@ -185,6 +229,8 @@ def train_runs(
     settings is read back, not trained again; one made with other settings is refused."""
     folders = {name: run_folder(out_dir, name) for name in runs}
     todo = [name for name, cfg in runs.items() if not _same_run_finished(folders[name], cfg)]
+    for name in todo:  # before any training: a folder holding someone else's files is refused
+        check_owned(folders[name], RUN_FILES, "a training run")
     if len(todo) < len(runs):
         reused = [n for n in runs if n not in todo]
         log(
@@ -202,7 +248,8 @@ def train_runs(
                 name = todo[i]
                 model = build_model(runs[name].model, runs[name].train.seed)
                 model.load_state_dict(result.pop("weights"))
-                save_run(folders[name], model, runs[name], result.pop("metrics"))
+                with claim(folders[name], RUN_FILES, "a training run"):
+                    save_run(folders[name], model, runs[name], result.pop("metrics"))
 
         run_jobs(
             _train_run,

@@ -23,6 +23,7 @@ from .cluster import CLUSTER_BACKENDS
 from .config import ExperimentConfig, grid_points
 from .data import MNIST, kfold_splits
 from .inference import evaluate
+from .ownership import SELECTION_FILES, claim
 from .parallel import run_jobs
 from .results import check_same_experiment, result_settings, write_json
 from .train import TrainingDiverged, build_model, fit, resolve_device, usable_device
@@ -102,7 +103,16 @@ def run_trial(
 def select(
     cfg: ExperimentConfig, data: MNIST, out_dir: str | Path | None = None, progress: bool = True, log=print
 ) -> SelectionResult:
-    """Cross-validate every point of `cfg.selection.grid` on the training images of `data`."""
+    """Cross-validate every point of `cfg.selection.grid` on the training images of `data`, keeping
+    each trial in `out_dir` (held by this process alone while it runs; a rerun resumes)."""
+    if out_dir is None:
+        return _select(cfg, data, None, progress, log)
+    _refuse_another_selection(Path(out_dir), cfg)
+    with claim(out_dir, SELECTION_FILES, "a model selection"):
+        return _select(cfg, data, out_dir, progress, log)
+
+
+def _select(cfg: ExperimentConfig, data: MNIST, out_dir, progress: bool, log) -> SelectionResult:
     sel = cfg.selection
     points = cfg.grid_points() or [{}]
     images, labels = data.train_images.numpy(), data.train_labels.numpy()
