@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml requirements/lock.txt
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/lock.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name vitlib --display-name "Python (vitlib)" >/dev/null
 	@touch $@
 
 setup-cluster: setup ## Also install Ray and Dask (the `cluster` extra), locked in requirements/cluster-lock.txt
@@ -68,9 +69,8 @@ promote: setup ## Maintainers: make build/$(PROFILE)/ the committed reference re
 readme: setup ## Refresh the README's generated headline table and figure (docs/headline.png) from report/*/results.json
 	$(PY) scripts/readme.py
 
-lab: setup ## Open JupyterLab on notebooks/README.md (run order, profiles) with the project's kernel
-	$(PY) -m ipykernel install --sys-prefix --name vitlib --display-name "Python (vitlib)"
-	$(VENV)/bin/jupyter lab notebooks/README.md
+lab: setup ## Open JupyterLab at the project root on the README, the notebooks on the project's kernel
+	$(PY) -m vitlib.lab
 
 bench: data ## Benchmark: throughput vs the original code, seed-profile wall time, peak memory
 	PYTHONUNBUFFERED=1 $(PY) benchmarks/bench.py
