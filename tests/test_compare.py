@@ -122,6 +122,13 @@ def test_counts_constants_picks_and_p_values():
     near["numbers"]["selection.best"]["value"] = "depth=3, mlp_hidden_dim=16"
     near["numbers"]["selection.val_error[depth=3, mlp_hidden_dim=16]"]["value"] = 0.1270  # 0.01 σ from the best
     assert verdicts(XEON, near)["selection.best"] == "within tolerance"
+    # The same judgement for the pick of a declared selection variant, by its own validation errors.
+    variant, committed = "selection_variant[as written]", copy.deepcopy(XEON)
+    for rebuilt in (committed, far, near):
+        for name in [k for k in rebuilt["numbers"] if k.startswith("selection.val_error[") or k == "selection.best"]:
+            rebuilt["numbers"][name.replace("selection", variant, 1)] = copy.deepcopy(rebuilt["numbers"][name])
+    assert verdicts(committed, far)[f"{variant}.best"] == "MOVED"
+    assert verdicts(committed, near)[f"{variant}.best"] == "within tolerance"
 
 
 def test_a_missing_or_broken_number_fails():

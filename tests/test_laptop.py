@@ -208,25 +208,36 @@ def _folder(name: str) -> str:
 
 def test_every_test_score_seen_before_the_final_choice_is_listed(monkeypatch, tmp_path):
     """report/laptop/test_scores_seen.csv, committed beside the results: read into the report's
-    table and results.json; a study of other settings lists none."""
+    timeline (each step's validation error looked up from the candidates, the final model last) and
+    results.json; a study of other settings lists none."""
     from vitlib import laptop_tables
 
     _reference(monkeypatch, tmp_path)
-    seen = laptop.test_scores_seen(profiles.open_study("laptop"))
-    assert len(seen) >= 1 and seen["what followed"].str.len().min() > 40
+    study = profiles.open_study("laptop")
+    seen = laptop.test_scores_seen(study)
+    assert len(seen) >= 1 and seen["trigger"].str.len().min() > 40 and seen["decision"].str.len().min() > 20
     final = json.loads((CHECKPOINT.parent / "metrics.json").read_text())
     assert final["test_accuracy_single_view"] in set(seen["test_accuracy"])  # the final model's first score
-    table = laptop_tables.seen_table(seen, number=5)
-    assert table.caption.startswith("Table 5. Every test score seen before the final choice")
+    candidates, views = study.compare("candidates"), study.views("candidates")
+    chosen = stages.chosen(candidates)
+    table = laptop_tables.seen_table(seen, candidates, views, chosen, final, number=5)
+    assert table.caption.startswith("Table 5. The test scores seen before the final choice, in order")
+    rows = table.df.to_dict("records")
+    assert [r["step"] for r in rows] == [str(i) for i in range(1, len(seen) + 2)]
+    for row, r in zip(seen.itertuples(), rows):
+        expected = f"{candidates[row.candidate]['test_error']:.2%}" if row.candidate else "not scored on it"
+        assert r["validation error"] == expected
+    assert rows[-1]["test score seen"].startswith(f"{final['test_accuracy']:.2%}")
+    assert rows[-1]["validation error"] == f"{views[chosen]['error']:.2%}"
     if RESULTS.is_file():
         numbers = json.loads(RESULTS.read_text())["numbers"]
         for row in seen.itertuples():
             assert numbers[f"seen.test_accuracy[{row.model}]"]["value"] == row.test_accuracy
     other = profiles.open_study("laptop", epochs=1)
     assert other.folder != "laptop" and laptop.test_scores_seen(other).empty
-    assert laptop_tables.seen_table(laptop.test_scores_seen(other), number=5).data == ""
+    assert laptop_tables.seen_table(laptop.test_scores_seen(other), {}, {}, "", final, number=5).data == ""
     (tmp_path / "bad.csv").write_text("model,accuracy\nx,0.9\n")
-    with pytest.raises(ValueError, match="must have the columns model, test_accuracy, n_test, what followed"):
+    with pytest.raises(ValueError, match="must have the columns model, candidate, trigger, test_accuracy"):
         laptop.test_scores_seen(profiles.open_study("laptop"), tmp_path / "bad.csv")
     # A from-scratch rebuild (nothing copied into its folder) reads the committed record too.
     monkeypatch.setenv(BUILD_ENV, str(tmp_path / "empty"))

@@ -38,6 +38,11 @@ def test_source_notebooks_are_clean_and_thin(path):
     passed = [a.strip().split("=")[0] for a in call.split(",") if a.strip()]
     assert passed == declared and all(f"{n}={n}" in call for n in declared[1:])
     assert not any("globals()" in c.source for c in code)
+    # the project's kernel, and the language_info it reports (JupyterLab would otherwise add it on
+    # opening the notebook, marking it modified), for the Python environment.yml pins
+    assert nb.metadata.kernelspec.name == "vitlib"
+    pinned = re.search(r"python=(\S+)", (ROOT / "environment.yml").read_text()).group(1)
+    assert nb.metadata.language_info.version == pinned and nb.metadata.language_info.pygments_lexer == "ipython3"
 
 
 def test_cell_ids_are_unique_across_the_notebooks():
@@ -52,7 +57,8 @@ def test_notebooks_share_one_parameters_cell():
         next(c.source for c in nbformat.read(str(p), as_version=4).cells if "parameters" in c.metadata.get("tags", []))
         for p in NOTEBOOKS
     ]
-    study_cells, laptop_cell = cells[:4], cells[4]  # the course report's study; the laptop study's
+    # the course report's study and the grid report; the laptop study's
+    study_cells, laptop_cell = cells[:4] + cells[5:], cells[4]
     assert study_cells[1:] == study_cells[:-1]
     assert "(0.005)" not in cells[0] and "None: params/<profile>.yaml's, else the preset's" in cells[0]
     expected = [line for line in cells[0].splitlines() if not line.startswith(("grid =", "folds ="))]
@@ -91,7 +97,7 @@ def test_the_terminal_shows_progress_and_no_kernel_noise(smoke_report):
     for i, name in enumerate(profiles.open_study("seed").notebooks, start=1):
         assert f"[notebook {i}/4] {name}" in terminal
     assert re.search(r"\[4/4\] depth=2 fold 2: .* elapsed", terminal)  # each trial, with the time spent
-    assert "[1/9] original (head softmax" in terminal
+    assert "[1/11] original (head softmax" in terminal
     assert "without encryption" not in terminal and "Traceback" not in terminal and "DuplicateCellId" not in terminal
     assert "Model selection: 2 configs x 2 folds" in (out / "build.log").read_text()
     # where the report is, and that smoke has no committed reference to compare with
@@ -135,14 +141,15 @@ def test_combined_report_has_figures_and_numbers_but_no_code(smoke_report):
 def test_report_opens_with_its_findings_and_numbers_its_parts(smoke_report):
     out, written = smoke_report
     text = re.sub(r"<[^>]+>", " ", written["html"].read_text())
-    assert text.index("Abstract.") < text.index("Table 1.") < text.index("1 Data") < text.index("9 References")
+    assert text.index("Abstract.") < text.index("Answers.") < text.index("Table 1.") < text.index("1 Data")
+    assert text.index("1 Data") < text.index("8 References") < text.index("Appendix A")
     sections = re.findall(
         r"\n\s*(\d) (?:Data|Method|Model selection|Final evaluation|Reproduction and ablation|"
-        r"What the model looks at|Discussion|How this run was made|References)",
+        r"What the model looks at|Discussion|References)",
         text,
     )
-    assert sections == [str(i) for i in range(1, 10)]
-    for kind, count in (("Figure", 9), ("Table", 9)):
+    assert sections == [str(i) for i in range(1, 9)]
+    for kind, count in (("Figure", 10), ("Table", 9)):
         first = [int(n) for n in re.findall(rf"{kind} (\d+)\.", text)]
         assert sorted(set(first)) == list(range(1, count + 1)), kind
         assert first == sorted(first), f"{kind}s out of order"
@@ -155,8 +162,17 @@ def test_results_file_holds_the_numbers_the_report_states(smoke_report):
     numbers = results["numbers"]
     metrics = json.loads((out / "final" / "metrics.json").read_text())
     assert numbers["final.test_accuracy"]["value"] == metrics["test_accuracy"]
-    assert len([k for k in numbers if k.startswith("ablation.original.seed")]) == 3
+    # the double softmax row has its own, larger number of seeds (params/smoke.yaml)
+    assert len([k for k in numbers if k.startswith("ablation.original.seed")]) == 5
+    assert len([k for k in numbers if k.startswith("ablation.seed.seed")]) == 3
+    # model selection as the course report ran it, with its head softmax, beside the fixed one
+    variant = "selection_variant[as written (head softmax on)]"
+    picked = numbers[f"{variant}.best"]["value"]
+    assert picked in {
+        k[len(variant) + len(".val_error[") : -1] for k in numbers if k.startswith(f"{variant}.val_error[")
+    }
     page = written["html"].read_text()
+    assert f"it picks <strong>{picked}</strong>" in page  # in the Answers on page 1
     for name in ("ablation.seed.mean", "seeds.test_accuracy.mean", "final.test_accuracy.ci_low"):
         assert f"{numbers[name]['value']:.2%}" in page, name
     assert results["built"]["machine"]["cores"] and results["built"]["machine"]["torch"]
@@ -371,6 +387,33 @@ def test_a_notebook_run_by_hand_uses_its_profile_like_papermill(smoke_report, tm
     pd.testing.assert_frame_equal(by_hand.trials[columns], batch.trials[columns], check_exact=True)
     assert by_hand.best == batch.best
     assert sorted(p.name for p in tmp_path.iterdir()) == ["smoke"]
+
+
+@runs_notebooks
+def test_the_grid_report_runs_on_a_small_grid(tmp_path, monkeypatch):
+    """Notebook 06 (the full profile's report) on a two-setting grid of the smoke profile's data:
+    every section, table and figure, its numbers in results.json, and no comparison with the seed
+    report (other images)."""
+    grid = {"depth": [1, 2], "lr": [0.005, 0.01]}
+    nb = _run_by_hand(
+        ROOT / "notebooks" / "06_grid_search.ipynb",
+        {"profile": "smoke", "grid": grid, "n_jobs": 1},
+        tmp_path,
+        monkeypatch,
+    )
+    shown = "".join(
+        o.get("data", {}).get("text/markdown", "") + o.get("data", {}).get("text/plain", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
+    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    for n in range(1, 10):
+        assert f"Table {n}." in shown
+    assert "**Figure 1.**" in shown and "**Which settings matter.**" in shown and "seed report's pick" not in shown
+    (folder,) = [p for p in tmp_path.iterdir() if p.name.startswith("smoke-")]
+    numbers = json.loads((folder / "results.json").read_text())["numbers"]
+    assert any(k.startswith("selection.interaction[") for k in numbers) and "final.test_accuracy" in numbers
 
 
 @runs_notebooks

@@ -147,15 +147,14 @@ def _near_tie(name: str, picked: str, rebuilt_pick: str, new: dict) -> bool:
     """A pick may change on another CPU only where the rebuild's own scores call it a near tie: the
     committed pick and the rebuilt one score within K·σ of each other (validation errors, per
     configuration; averaged over a key's level, within 2·K·σ as for an effect)."""
-    scores = _validation_errors(new)
-    if not scores:
-        return False
-    if name == "selection.best":
+    if name.endswith(".best") and not name.startswith("selection.effect["):  # a selection's pick
+        scores = _validation_errors(new, name[: -len(".best")])
         mine, theirs = scores.get(_point(picked)), scores.get(_point(rebuilt_pick))
         if mine is None or theirs is None:
             return False
         return abs(mine[0] - theirs[0]) <= K * max(mine[1], theirs[1], FLOOR)
-    if name.startswith("selection.effect[") and name.endswith("].best"):
+    scores = _validation_errors(new)
+    if scores and name.startswith("selection.effect[") and name.endswith("].best"):
         key = name[len("selection.effect[") : -len("].best")]
         levels: dict[str, list] = {}
         for point, (error, _) in scores.items():
@@ -170,12 +169,12 @@ def _near_tie(name: str, picked: str, rebuilt_pick: str, new: dict) -> bool:
     return False
 
 
-def _validation_errors(numbers: dict) -> dict:
-    """{point: (mean validation error, its fold spread)} from `selection.val_error[k=v, ...]`."""
-    found = {}
+def _validation_errors(numbers: dict, selection: str = "selection") -> dict:
+    """{point: (mean validation error, its fold spread)} from `<selection>.val_error[k=v, ...]`."""
+    found, start = {}, f"{selection}.val_error["
     for name, n in numbers.items():
-        if name.startswith("selection.val_error[") and name.endswith("]"):
-            found[_point(name[len("selection.val_error[") : -1])] = (n["value"], n["spread"] or 0.0)
+        if name.startswith(start) and name.endswith("]"):
+            found[_point(name[len(start) : -1])] = (n["value"], n["spread"] or 0.0)
     return found
 
 

@@ -17,11 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from .files import readable_file
+from .paths import reference_dir
 from .provenance import environment, git_commit, machine
 from .results import write_json
 from .stats import mcnemar, mean_std, t_interval, wilson_interval
 
-COURSE_REPORT_ACCURACY = 0.73  # the one constant: what the course report claimed for its final model
+# The course report's own results, the only numbers typed in: what its model selection chose, and
+# the test accuracy it claimed for its final model.
+COURSE_REPORT_CHOICE = {"depth": 3, "mlp_hidden_dim": 16}
+COURSE_REPORT_ACCURACY = 0.73
 
 
 def number(value, spread=None, kind="fraction", label=""):
@@ -30,30 +34,48 @@ def number(value, spread=None, kind="fraction", label=""):
 
 def gather(study) -> dict:
     """All the numbers of a finished study (every stage has run), read from its saved results."""
-    selection = study.selection()
     numbers = {
         "course_report.test_accuracy": number(
             COURSE_REPORT_ACCURACY, kind="constant", label="the course report's claim"
-        )
+        ),
+        "course_report.choice": number(
+            _point(COURSE_REPORT_CHOICE), kind="constant", label="the configuration the course report chose"
+        ),
+        **selection_numbers(study.selection()),
+        **final_numbers(study),
     }
+    for name, variant in study.select_variants().items():
+        numbers.update(selection_numbers(variant, f"selection_variant[{name}]", f", {name}"))
+    if "ablation" in study.stages:
+        numbers.update(ablation_numbers(study))
+    return {"profile": study.profile, "numbers": numbers, "built": built(study.timing())}
+
+
+def _point(point: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in point.items())
+
+
+def selection_numbers(selection, prefix: str = "selection", said: str = "") -> dict:
+    """Each configuration's validation error, the pick and its error; for the profile's own
+    selection also the fold noise and each setting's main effect."""
+    numbers = {}
     for row in selection.summary.to_dict("records"):
-        point = ", ".join(f"{k}={row[k]}" for k in selection.grid_keys)
-        numbers[f"selection.val_error[{point}]"] = number(
-            row["val_error_mean"], row["val_error_std"], label=f"validation error, {point}"
+        point = _point({k: row[k] for k in selection.grid_keys})
+        numbers[f"{prefix}.val_error[{point}]"] = number(
+            row["val_error_mean"], row["val_error_std"], label=f"validation error, {point}{said}"
         )
     is_best = np.logical_and.reduce([selection.summary[k] == v for k, v in selection.best.items()] or [True])
     best = selection.summary[is_best].iloc[0]
-    numbers["selection.best"] = number(
-        ", ".join(f"{k}={v}" for k, v in selection.best.items()),
-        kind="text",
-        label="the configuration model selection picks",
+    numbers[f"{prefix}.best"] = number(
+        _point(selection.best), kind="text", label=f"the configuration model selection picks{said}"
     )
-    numbers["selection.best.val_error"] = number(
+    numbers[f"{prefix}.best.val_error"] = number(
         float(best["val_error_mean"]),
         float(best["val_error_std"]),
-        label="its validation error (mean ± std over folds)",
+        label=f"its validation error (mean ± std over folds){said}",
     )
-
+    if prefix != "selection":
+        return numbers
     ok = selection.summary[selection.summary["failed_folds"] == 0]
     noise = float(ok["val_error_std"].median())
     numbers["selection.fold_noise"] = number(noise, kind="spread", label="median fold standard deviation")
@@ -68,25 +90,28 @@ def gather(study) -> dict:
             numbers[f"selection.effect[{key}].best"] = number(
                 str(means.idxmin()), kind="text", label=f"{key}'s best value on average"
             )
+    return numbers
 
+
+def final_numbers(study) -> dict:
+    """The final model, its seeds, and the runner-up of selection against it."""
     runs = study.seeds_and_runner_up()  # read back
     seeds = {name: m for name, m in runs.items() if name != "runner-up"}
     final = next(iter(seeds.values()))
     accs = [m["test_accuracy"] for m in seeds.values()]
     mean, std = mean_std(accs)
     lo, hi = wilson_interval(round(final["test_accuracy"] * final["n_test"]), final["n_test"])
-    numbers.update(
-        {
-            "final.test_accuracy": number(final["test_accuracy"], std, label="final model's test accuracy"),
-            "final.test_accuracy.ci_low": number(lo, std, label="its 95% Wilson interval, low end"),
-            "final.test_accuracy.ci_high": number(hi, std, label="its 95% Wilson interval, high end"),
-            "final.parameters": number(final["parameters"], kind="count", label="final model's parameters"),
-            "final.n_test": number(final["n_test"], kind="count", label="test images"),
-            "final.n_train": number(final["n_train"], kind="count", label="training images"),
-            "seeds.test_accuracy.mean": number(mean, std, label=f"test accuracy over {len(accs)} seeds, mean"),
-            "seeds.test_accuracy.std": number(std, kind="spread", label="the same, standard deviation"),
-        }
-    )
+    numbers = {
+        "final.test_accuracy": number(final["test_accuracy"], std, label="final model's test accuracy"),
+        "final.test_accuracy.ci_low": number(lo, std, label="its 95% Wilson interval, low end"),
+        "final.test_accuracy.ci_high": number(hi, std, label="its 95% Wilson interval, high end"),
+        "final.parameters": number(final["parameters"], kind="count", label="final model's parameters"),
+        "final.n_test": number(final["n_test"], kind="count", label="test images"),
+        "final.n_train": number(final["n_train"], kind="count", label="training images"),
+        "final.epochs": number(len(final["history"]), kind="count", label="epochs of training"),
+        "seeds.test_accuracy.mean": number(mean, std, label=f"test accuracy over {len(accs)} seeds, mean"),
+        "seeds.test_accuracy.std": number(std, kind="spread", label="the same, standard deviation"),
+    }
     for name, m in seeds.items():
         numbers[f"seeds.test_accuracy[{name.split(' (')[0]}]"] = number(m["test_accuracy"], std, label=name)
     if "runner-up" in runs:
@@ -95,7 +120,12 @@ def gather(study) -> dict:
             runs["runner-up"]["test_accuracy"], std, label="runner-up of selection, test accuracy"
         )
         numbers["runner_up.mcnemar_p"] = number(test["p_value"], kind="p", label="McNemar p, final vs runner-up")
+    return numbers
 
+
+def ablation_numbers(study) -> dict:
+    """Each row of the ablation: mean, spread and interval over its seeds, and every seed."""
+    numbers = {}
     ablation = study.stage("ablation")
     for row, per_seed in study.compare_by_run("ablation").items():
         preset = ablation.preset_of(row) or row  # results.json names each row by its preset
@@ -115,7 +145,7 @@ def gather(study) -> dict:
         )
         for k, m in enumerate(per_seed):
             numbers[f"ablation.{preset}.seed{k}"] = number(m["test_accuracy"], std, label=f"{row}: seed run {k}")
-    return {"profile": study.profile, "numbers": numbers, "built": built(study.timing())}
+    return numbers
 
 
 def built(timing: dict, **extra) -> dict:
@@ -161,3 +191,9 @@ def load(path: Path) -> dict:
             f"Fix: rebuild it (`make report`), or restore it with `git checkout -- {path}`"
         )
     return results
+
+
+def committed(profile: str) -> dict | None:
+    """Another profile's committed results (report/<profile>/results.json), or None if it has none."""
+    path = reference_dir(profile) / "results.json"
+    return load(path) if path.is_file() else None

@@ -2,9 +2,10 @@
 profile's study (params/laptop.yaml declares its stages: candidates, ingredients) into
 results.json, as `vitlib.findings` does for the course-report profiles.
 
-Beside the study's results, a profile may commit report/<profile>/test_scores_seen.csv: test
-scores that were seen before the final choice, each with what followed. The report lists them;
-results.json keeps them, unchecked, as constants.
+Beside the study's results, a profile may commit report/<profile>/test_scores_seen.csv: the test
+scores that were seen before the final choice, in order, each with the candidate of the validation
+split it came from (if any), what led to it and what was decided after it. The report shows them as
+a timeline; results.json keeps them, unchecked, as constants.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from .report import runner_up
 from .stats import mcnemar, wilson_interval
 from .study import Study
 
-SEEN = "test_scores_seen.csv"  # model, test_accuracy, n_test, what followed
+SEEN = "test_scores_seen.csv"
+SEEN_COLUMNS = ["model", "candidate", "trigger", "test_accuracy", "n_test", "decision"]
 
 
 def test_scores_seen(study: Study, path: Path | None = None) -> pd.DataFrame:
@@ -29,11 +31,10 @@ def test_scores_seen(study: Study, path: Path | None = None) -> pd.DataFrame:
     other settings)."""
     path = path or reference_dir(study.profile) / SEEN
     if not study.is_profiles_own or not path.is_file():
-        return pd.DataFrame(columns=["model", "test_accuracy", "n_test", "what followed"])
-    table = pd.read_csv(path)
-    expected = ["model", "test_accuracy", "n_test", "what followed"]
-    if list(table.columns) != expected or table["model"].duplicated().any():
-        raise ValueError(f"{path} must have the columns {', '.join(expected)}, one row per model")
+        return pd.DataFrame(columns=SEEN_COLUMNS)
+    table = pd.read_csv(path, keep_default_na=False)
+    if list(table.columns) != SEEN_COLUMNS or table["model"].duplicated().any():
+        raise ValueError(f"{path} must have the columns {', '.join(SEEN_COLUMNS)}, one row per model")
     return table
 
 

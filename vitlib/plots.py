@@ -6,17 +6,53 @@ none of them trains or evaluates anything.
 
 from __future__ import annotations
 
+import functools
+import warnings
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 from sklearn.metrics import ConfusionMatrixDisplay
+
+# The PDF shows a figure at most 0.9 of the text width and 0.85 of its height (vitlib.render), on
+# nbconvert's letter page with 1-inch margins; no text may print smaller than MIN_PRINT_PT there.
+PRINT_WIDTH_IN, PRINT_HEIGHT_IN, MIN_PRINT_PT = 0.9 * 6.5, 0.85 * 9.0, 8.0
+
+
+def legible(plot):
+    """Make a plot function's text at least MIN_PRINT_PT points once the figure is shrunk to the page."""
+
+    @functools.wraps(plot)
+    def drawn(*args, **kwargs):
+        fig = plot(*args, **kwargs)
+        width, height = fig.get_size_inches()
+        scale = min(1.0, PRINT_WIDTH_IN / width, PRINT_HEIGHT_IN / height)
+        smallest = MIN_PRINT_PT / scale
+        for ax in fig.axes:  # tick labels are made as the figure draws: size them on their axes
+            for axis in ("x", "y"):
+                ticks = getattr(ax, f"get_{axis}ticklabels")()
+                if ticks and min(t.get_fontsize() for t in ticks) < smallest:
+                    ax.tick_params(axis=axis, labelsize=smallest)
+        fig.canvas.draw()
+        for text in fig.findobj(lambda artist: hasattr(artist, "get_fontsize") and hasattr(artist, "get_text")):
+            if text.get_text() and text.get_fontsize() < smallest:
+                text.set_fontsize(smallest)
+        if not isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):  # that one lays out as it draws
+            with warnings.catch_warnings():  # an axes tight_layout cannot place keeps its place
+                warnings.simplefilter("ignore", UserWarning)
+                fig.tight_layout()
+        return fig
+
+    return drawn
 
 
 def config_label(row, keys) -> str:
     return ", ".join(f"{k}={row[k]}" for k in keys)
 
 
+@legible
 def model_selection(
     trials: pd.DataFrame, summary: pd.DataFrame, grid_keys: list[str], best: dict, folds: int, epochs: int
 ) -> plt.Figure:
@@ -90,8 +126,10 @@ def _model_selection_ranked(
     return fig
 
 
-def learning_curves(history: list[dict] | pd.DataFrame, title: str = "") -> plt.Figure:
-    """Proxy loss and misclassification error per epoch, on the training batches and the test set."""
+@legible
+def learning_curves(history: list[dict] | pd.DataFrame, title: str = "", cut: bool = False) -> plt.Figure:
+    """Proxy loss and misclassification error per epoch, on the training batches and the test set;
+    `cut`: the error axis cut at three times the last epoch's errors, where the late epochs differ."""
     h = pd.DataFrame(history)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, metric, name in (
@@ -103,6 +141,10 @@ def learning_curves(history: list[dict] | pd.DataFrame, title: str = "") -> plt.
             ax.plot(h["epoch"], h[f"eval_{metric}"], "o-", label="test (after the epoch)")
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
+        if cut and metric == "error":
+            top = 3 * max(h["train_error"].iloc[-1], h.get("eval_error", h["train_error"]).iloc[-1])
+            ax.set_ylim(0, top)
+            ax.set_ylabel(f"{name}, axis cut at {top:.3f}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=9)
     if title:
@@ -111,6 +153,7 @@ def learning_curves(history: list[dict] | pd.DataFrame, title: str = "") -> plt.
     return fig
 
 
+@legible
 def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(5.6, 5))
     ConfusionMatrixDisplay.from_predictions(labels.numpy(), predicted.numpy(), ax=ax, colorbar=False, cmap="Blues")
@@ -119,6 +162,7 @@ def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor) -> plt.Figur
     return fig
 
 
+@legible
 def digit_grid(images: torch.Tensor, titles: list[str], cols: int = 6) -> plt.Figure:
     """uint8 digits (N, 1, 28, 28) with a caption over each, large enough to read at page width."""
     n = len(images)
@@ -133,6 +177,7 @@ def digit_grid(images: torch.Tensor, titles: list[str], cols: int = 6) -> plt.Fi
     return fig
 
 
+@legible
 def digit_patches(image: torch.Tensor, patch_grid: torch.Tensor) -> plt.Figure:
     """A digit, and the same digit cut into the patches the model sees as tokens.
     `patch_grid`: (rows, cols, C, p, p) from `explain.patches`."""
@@ -157,6 +202,7 @@ def digit_patches(image: torch.Tensor, patch_grid: torch.Tensor) -> plt.Figure:
     return fig
 
 
+@legible
 def position_similarity(similarity: torch.Tensor, kind: str) -> plt.Figure:
     """What a position table does to 2-D neighbours: the cosine similarity of two patches'
     position embeddings, (a, b) mapped over the image for two reference patches, and (c) against
@@ -166,11 +212,11 @@ def position_similarity(similarity: torch.Tensor, kind: str) -> plt.Figure:
     sim = similarity.numpy()
     centre, row_end = (side // 2) * side + side // 2, (side // 2 - 1) * side + side - 1
     fig, axes = plt.subplots(1, 3, figsize=(9.5, 3.6), gridspec_kw={"width_ratios": [1, 1, 1.5]}, layout="constrained")
-    for ax, ref, name in ((axes[0], centre, "(a) the centre patch"), (axes[1], row_end, "(b) the last patch of a row")):
+    for ax, ref, name in ((axes[0], centre, "(a) centre patch"), (axes[1], row_end, "(b) a row's last patch")):
         im = ax.imshow(sim[ref].reshape(side, side), cmap="viridis", vmin=-1, vmax=1)
         r, c = divmod(ref, side)
         ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="red", lw=2))
-        ax.set_title(f"{name} (red)\nagainst every patch", fontsize=11)
+        ax.set_title(f"{name}\n(red) against\nevery patch", fontsize=11)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(im, ax=axes[:2], shrink=0.75, label="cosine similarity")
@@ -183,13 +229,14 @@ def position_similarity(similarity: torch.Tensor, kind: str) -> plt.Figure:
         ((ri != rj) & (ci != cj), "neither", "0.7", 6),
     ):
         axes[2].scatter(distance[mask], sim[i[mask], j[mask]], s=size, alpha=0.6, color=color, label=label)
-    axes[2].set_xlabel("distance between the two patches in the image (patches)")
+    axes[2].set_xlabel("distance in the image (patches)")
     axes[2].set_title(f"(c) cosine similarity of every pair\nof patches, {kind} table", fontsize=11)
-    axes[2].legend(fontsize=9, markerscale=1.5, loc="lower left")
+    axes[2].legend(fontsize=9, markerscale=1.5, loc="best")
     axes[2].grid(alpha=0.3)
     return fig
 
 
+@legible
 def attention_overlays(images: torch.Tensor, rollout: torch.Tensor, titles: list[str]) -> plt.Figure:
     """Digits (top) and the class token's attention rollout laid over them (bottom)."""
     n = len(images)
@@ -207,6 +254,7 @@ def attention_overlays(images: torch.Tensor, rollout: torch.Tensor, titles: list
     return fig
 
 
+@legible
 def main_effects(effects: pd.DataFrame, noise: float) -> plt.Figure:
     """Mean validation error per value of each grid setting (averaged over the rest of the grid),
     one panel per setting on a shared axis, with the median fold standard deviation for scale."""
@@ -224,32 +272,95 @@ def main_effects(effects: pd.DataFrame, noise: float) -> plt.Figure:
     return fig
 
 
+@legible
+def grid_heatmaps(summary: pd.DataFrame, rows: str, cols: str, panels: list[str], best: dict) -> plt.Figure:
+    """Mean validation error (%) of every configuration: `rows` × `cols` in each panel, one panel per
+    combination of the `panels` settings, on one colour scale; the selected configuration boxed."""
+    groups = list(summary.groupby(panels, sort=True)) if panels else [((), summary)]
+    n = len(groups)
+    ncols = min(n, 2)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.4 * ncols + 0.8, 2.7 * nrows + 0.3), squeeze=False, layout="constrained"
+    )
+    low, high = summary["val_error_mean"].min() * 100, summary["val_error_mean"].max() * 100
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, (key, part) in zip(axes.flat, groups):
+        table = part.pivot_table(index=rows, columns=cols, values="val_error_mean") * 100
+        image = ax.imshow(table.to_numpy(), cmap="viridis", vmin=low, vmax=high, aspect="auto")
+        for (i, j), value in np.ndenumerate(table.to_numpy()):
+            ax.text(
+                j, i, f"{value:.0f}", ha="center", va="center", color="white" if value < (low + high) / 2 else "black"
+            )
+        ax.set_xticks(range(len(table.columns)), [str(c) for c in table.columns])
+        ax.set_yticks(range(len(table.index)), [str(i) for i in table.index])
+        ax.set_xlabel(cols)
+        ax.set_ylabel(rows)
+        key = key if isinstance(key, tuple) else (key,)
+        values = dict(zip(panels, key))
+        ax.set_title(", ".join(f"{k}={v}" for k, v in values.items()))
+        if all(best.get(k) == v for k, v in values.items()):
+            i, j = list(table.index).index(best[rows]), list(table.columns).index(best[cols])
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=3))
+    fig.colorbar(image, ax=axes.ravel().tolist(), label="validation error (%)", shrink=0.8)
+    return fig
+
+
+@legible
 def per_class_accuracy(accuracy: torch.Tensor) -> plt.Figure:
+    """Test error per digit as bars from zero (the error, not the accuracy, so that the bars'
+    lengths compare), each labelled with the accuracy."""
     fig, ax = plt.subplots(figsize=(7, 3))
-    ax.bar(range(len(accuracy)), accuracy.numpy(), color="tab:blue")
-    ax.set_xticks(range(len(accuracy)))
+    error = (1 - accuracy.numpy()) * 100
+    ax.bar(range(len(error)), error, color="tab:blue")
+    ax.set_xticks(range(len(error)))
     ax.set_xlabel("digit")
-    ax.set_ylabel("test accuracy")
-    low = float(accuracy.min())
-    ax.set_ylim(max(0.0, low - 0.1), 1.0)
-    for i, a in enumerate(accuracy.numpy()):
-        ax.text(i, a, f"{a:.1%}", ha="center", va="bottom", fontsize=7)
-    ax.set_title("Test accuracy per class")
+    ax.set_ylabel("test error (%)")
+    ax.set_ylim(0, error.max() * 1.25)
+    for i, e in enumerate(error):
+        ax.text(i, e, f"{e:.1f}", ha="center", va="bottom", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
 
 
+@legible
+def seed_spread(accuracies: dict[str, list[float]], claimed: float | None = None) -> plt.Figure:
+    """Test accuracy of every seed of each recipe (a dot each, the mean a bar), one row per recipe,
+    with a claimed accuracy for reference."""
+    fig, ax = plt.subplots(figsize=(7, 0.55 * len(accuracies) + 1.4))
+    y = np.arange(len(accuracies))[::-1]
+    for yi, (_name, accs) in zip(y, accuracies.items()):
+        values = np.asarray(accs) * 100
+        ax.plot(values, np.full(len(values), yi), "o", color="tab:blue", alpha=0.6, ms=6)
+        ax.plot([values.mean()] * 2, [yi - 0.3, yi + 0.3], "-", color="black", lw=2)
+    if claimed is not None:
+        ax.axvline(claimed * 100, color="tab:red", ls="--", lw=1.5, label=f"course report's claim, {claimed:.0%}")
+        ax.legend(loc="lower right")
+    ax.set_yticks(y, [f"{name} ({len(a)} seeds)" for name, a in accuracies.items()])
+    ax.set_xlabel("test accuracy (%): each seed a dot, the mean a bar")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_ylim(-0.6, len(accuracies) - 0.4)
+    fig.tight_layout()
+    return fig
+
+
+@legible
 def validation_curves(runs: dict[str, dict]) -> plt.Figure:
-    """Validation error per epoch of each run (log scale: the last tenths of a percent matter)."""
+    """Validation error per epoch of each run, on a linear axis cut where the early epochs would
+    squash the last tenths of a percent that tell the runs apart."""
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    last = []
     for name, m in runs.items():
         h = pd.DataFrame(m["history"])
         ax.plot(h["epoch"], h["eval_error"] * 100, "-", label=name)
-    ax.set_yscale("log")
+        last.append(float(h["eval_error"].iloc[-1]) * 100)
+    top = 3 * max(last)
+    ax.set_ylim(0, top)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation error (%), log scale")
-    ax.grid(alpha=0.3, which="both")
+    ax.set_ylabel(f"validation error (%), cut at {top:.1f}")
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=9)
     fig.tight_layout()
     return fig

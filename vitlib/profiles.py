@@ -16,7 +16,7 @@ from .results import result_settings
 from .stages import parse_stages
 from .study import Study
 
-STUDY_KEYS = {"title", "notebooks", "seeds", "final_model", "stages"}
+STUDY_KEYS = {"title", "notebooks", "seeds", "final_model", "stages", "selection_variants"}
 
 
 def open_study(profile: str = "seed", preset: str | None = None, **settings) -> Study:
@@ -70,6 +70,7 @@ def open_study(profile: str = "seed", preset: str | None = None, **settings) -> 
         sources,
         notebooks=[f"{name}.ipynb" for name in declared["notebooks"]],
         stages=parse_stages(declared.get("stages", {}), where),
+        selection_variants=_selection_variants(declared.get("selection_variants", {}), where),
         seeds=declared.get("seeds", 1),
         final_model_dir=declared.get("final_model", ""),
         title=declared.get("title", Study.title),
@@ -110,6 +111,18 @@ def _study_section(section, where: str) -> dict:
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise ValueError(f"{where}: study seeds must be a whole number of at least 1, got {seeds!r}")
     return section
+
+
+def _selection_variants(declared, where: str) -> dict[str, dict]:
+    """{name: settings}: model selection run again over the same grid with these settings changed."""
+    at = f"{where}: `selection_variants`"
+    if not isinstance(declared, dict) or not all(isinstance(v, dict) and v for v in declared.values()):
+        raise ValueError(
+            f"{at} must map names to the settings they change, e.g. {{as written: {{head_softmax: true}}}}"
+        )
+    for name, settings in declared.items():
+        reject_unknown(settings, set(FIELD_SECTION), f"setting of {at}, {name!r}")
+    return dict(declared)
 
 
 def _with_project_data_root(config: ExperimentConfig) -> ExperimentConfig:

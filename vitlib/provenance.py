@@ -34,6 +34,7 @@ def environment() -> dict:
             if not differ
             else f"{len(differ)} package(s) differ from requirements/lock.txt: "
             + ", ".join(f"{k} {have or 'missing'}" for k, (_, have) in sorted(differ.items())[:5])
+            + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
         )
     return info
 

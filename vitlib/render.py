@@ -48,9 +48,11 @@ FIGURE_CAPTION = "**Figure "  # how `report.caption` starts a figure's caption
 
 def keep_captions_with_figures(nb):
     """For the PDF: set each figure and the caption displayed right after it (in the same cell or
-    the next, with nothing between) as one unbreakable block. Otherwise LaTeX may end a page
-    between the two, or inside the caption. Runs after nbconvert has extracted the images to files.
-    """
+    the next, with nothing between) as one float. Otherwise LaTeX may end a page between the two,
+    or inside the caption; and a float, unlike a box in the text, lets the text go on filling the
+    page when the figure does not fit, instead of leaving it half blank. Runs after nbconvert has
+    extracted the images to files."""
+    import nbformat
     from nbconvert.filters.pandoc import convert_pandoc
 
     figure = None  # the last output shown, while it is a figure
@@ -71,12 +73,11 @@ def keep_captions_with_figures(nb):
                 figure["data"] = {
                     "text/latex": "\n".join(
                         [
-                            r"\par\noindent\begin{minipage}{\linewidth}",
-                            rf"{{\centering\adjustimage{{max size={{0.9\linewidth}}{{0.85\textheight}}}}{{{image}}}\par}}",
+                            r"\begin{figure}[htbp]",
+                            rf"{{\centering\adjustimage{{max size={{0.9\linewidth}}{{0.8\textheight}}}}{{{image}}}\par}}",
                             r"\vspace{4pt}",
                             convert_pandoc(caption, "markdown+tex_math_double_backslash", "latex").strip(),
-                            r"\end{minipage}",
-                            r"\par\medskip",
+                            r"\end{figure}",
                         ]
                     )
                 }
@@ -86,7 +87,25 @@ def keep_captions_with_figures(nb):
             shown = output.get("output_type") in ("display_data", "execute_result")
             figure = output if shown and "image/png" in data and "filenames" in output.get("metadata", {}) else None
         cell.outputs = kept
+    latex = {"raw_mimetype": "text/latex"}
+    barrier = [i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and c.source.lstrip().startswith("# ")]
+    for i in reversed(barrier):  # a section starts after the figures and tables of the one before
+        nb.cells.insert(i, nbformat.v4.new_raw_cell(r"\FloatBarrier", metadata=latex))
+    nb.cells.insert(0, nbformat.v4.new_raw_cell(FLOAT_PLACEMENT, metadata=latex))
     return nb
+
+
+# Let figures and tables take most of a page, and a page hold little text beside them, before LaTeX
+# sends them to a page of their own.
+FLOAT_PLACEMENT = (
+    r"\renewcommand{\topfraction}{0.9}\renewcommand{\bottomfraction}{0.8}"
+    r"\renewcommand{\textfraction}{0.07}\renewcommand{\floatpagefraction}{0.8}"
+    r"\setcounter{topnumber}{3}\setcounter{bottomnumber}{3}\setcounter{totalnumber}{5}"
+    # \FloatBarrier, as the placeins package defines it: set every figure and table still waiting
+    r"\makeatletter\providecommand{\FloatBarrier}{\par\begingroup\let\@elt\relax"
+    r"\edef\@tempa{\@botlist\@deferlist\@dbldeferlist}\def\@tempb{}"
+    r"\ifx\@tempa\@tempb\else\clearpage\fi\endgroup}\makeatother"
+)
 
 
 CODE_HIDDEN = dict(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)  # report.{html,pdf}

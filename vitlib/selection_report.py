@@ -30,25 +30,71 @@ def selection_figure_caption(selection: SelectionResult, number: int) -> Markdow
     )
 
 
-def selection_table(result: SelectionResult, number: int) -> Table:
-    """Mean ± std over folds per config, the chosen one marked."""
+def selection_table(result: SelectionResult, number: int, variants: dict[str, SelectionResult] | None = None) -> Table:
+    """Mean ± std over folds per config, the chosen one marked; with `variants` (the same grid with
+    some settings changed), their validation error and choice beside."""
     s = result.summary
     df = s[result.grid_keys].copy()
     df["validation error"] = [pct_pm(m, sd) for m, sd in zip(s["val_error_mean"], s["val_error_std"])]
     df["training error"] = [pct_pm(m, sd) for m, sd in zip(s["train_error_mean"], s["train_error_std"])]
-    if len(s) <= 12:  # a long table keeps to what fits across the page
+    if len(s) <= 12 and not variants:  # a long or doubled table keeps to what fits across the page
         df["validation loss"] = [f"{m:.4f}" for m in s["val_loss_mean"]]
         df["s / trial"] = [f"{v:.0f}" for v in s["seconds_mean"]]
     else:
         df = df.drop(columns="training error")
     if s["failed_folds"].any():
         df["failed folds"] = s["failed_folds"]
-    df["chosen"] = ["yes" if all(r[k] == v for k, v in result.best.items()) else "" for _, r in s.iterrows()]
+    df["chosen"] = _chosen(result)
+    for name, variant in (variants or {}).items():
+        v, short = variant.summary, name.split(" (")[0]
+        df[f"validation error, {short}"] = [pct_pm(m, sd) for m, sd in zip(v["val_error_mean"], v["val_error_std"])]
+        df[f"chosen, {short}"] = _chosen(variant)
     loss = " and cross-entropy loss" if "validation loss" in df else ""
+    beside = "; beside, the same selection " + " and ".join(variants) if variants else ""
     return Table(
         df,
         f"Table {number}. Model selection: misclassification error{loss} of each configuration "
-        f"(mean ± std over {int(s['folds'].max())} folds)",
+        f"(mean ± std over {int(s['folds'].max())} folds){beside}",
+    )
+
+
+def _chosen(result: SelectionResult) -> list[str]:
+    return ["yes" if all(r[k] == v for k, v in result.best.items()) else "" for _, r in result.summary.iterrows()]
+
+
+def variants_conclusion(
+    selection: SelectionResult, variants: dict[str, SelectionResult], course: dict
+) -> Markdown | None:
+    """Which configuration each selection picks, against the course report's choice `course`."""
+    if not variants:
+        return None
+
+    def verdict(best: dict) -> str:
+        return "the course report's choice" if best == course else "not the course report's choice"
+
+    parts = [
+        f"The course report's own selection chose {point(course)}. Run here "
+        + "; ".join(f"{name}, it picks **{point(v.best)}** ({verdict(v.best)})" for name, v in variants.items())
+        + f"; with the double softmax removed it picks **{point(selection.best)}** ({verdict(selection.best)})."
+    ]
+    for name, v in variants.items():
+        ranked = v.summary.sort_values("val_error_mean", kind="stable").to_dict("records")
+        if len(ranked) > 1:
+            gap = ranked[1]["val_error_mean"] - ranked[0]["val_error_mean"]
+            parts.append(f"Its pick {name} leads the next configuration by {gap * 100:.2f} points: {_margin(v, gap)}.")
+    return Markdown(" ".join(parts))
+
+
+def _margin(result: SelectionResult, gap: float) -> str:
+    """A pick's lead, judged by the one rule for fold noise (NOISE_FACTOR x the median fold std)."""
+    noise = float(result.summary[result.summary["failed_folds"] == 0]["val_error_std"].median())
+    limit = NOISE_FACTOR * noise
+    return (
+        f"beyond fold noise (more than {NOISE_FACTOR} × the median fold standard deviation, {limit * 100:.2f} points), "
+        "a clear pick"
+        if gap > limit
+        else f"within fold noise ({NOISE_FACTOR} × the median fold standard deviation is {limit * 100:.2f} points), "
+        "so the pick is not clear-cut"
     )
 
 
@@ -63,15 +109,9 @@ def selection_conclusion(result: SelectionResult, table: int) -> Markdown:
     if rest:
         second = rest[0]
         gap = second["val_error_mean"] - best["val_error_mean"]
-        spread = max(best["val_error_std"], second["val_error_std"])
-        verdict = (
-            "smaller than the spread between folds, so this choice is within noise"
-            if gap < spread
-            else "larger than the spread between folds"
-        )
         text += (
             f" The runner-up ({point({k: second[k] for k in result.grid_keys})}) is {gap * 100:.2f} points "
-            f"behind; that gap is {verdict} (the larger fold standard deviation of the two: {spread:.2%})."
+            f"behind: {_margin(result, gap)}."
         )
     failed = result.summary[result.summary["failed_folds"] > 0]
     if len(failed):
@@ -105,10 +145,15 @@ def main_effects(selection: SelectionResult) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["setting", "value", "mean", "min", "configs"])
 
 
+# One rule for "beyond fold noise" in every report: a difference larger than NOISE_FACTOR times the
+# median standard deviation between the folds of one configuration. A configuration whose folds
+# disagree by more than UNSTABLE_FACTOR times that trained erratically: it is named, and counted.
+NOISE_FACTOR, UNSTABLE_FACTOR = 2, 3
+
+
 def grid_effects_text(selection: SelectionResult) -> Markdown:
     ok = selection.summary[selection.summary["failed_folds"] == 0]
     noise = ok["val_error_std"].median()
-    stable = ok[ok["val_error_std"] <= 3 * noise]  # without configurations whose folds disagree wildly
     parts, matter = [], []
     for key in selection.grid_keys:
         means = ok.groupby(key, sort=False)["val_error_mean"].mean()
@@ -119,39 +164,31 @@ def grid_effects_text(selection: SelectionResult) -> Markdown:
             parts.append(f"**{key}**: the same on average for all its values ({means[best]:.2%})")
             continue
         spread = means[worst] - means[best]
-        beyond = spread > noise
+        beyond = spread > NOISE_FACTOR * noise
         (matter if beyond else []).append(key)
-        note = f"{'more than' if beyond else 'within'} fold noise"
-        if len(stable) < len(ok):
-            kept = stable.groupby(key, sort=False)["val_error_mean"].mean()
-            if len(kept) >= 2 and (kept.max() - kept.min() > noise) != beyond:
-                note += (
-                    f", but {(kept.max() - kept.min()) * 100:.2f} points without the unstable configurations "
-                    f"named below, {'more than' if not beyond else 'within'} fold noise"
-                )
         parts.append(
             f"**{key}**: best on average at {best} ({means[best]:.2%}), worst at {worst} "
-            f"({means[worst]:.2%}), a spread of {spread * 100:.2f} points, {note}"
+            f"({means[worst]:.2%}), a spread of {spread * 100:.2f} points, {'beyond' if beyond else 'within'} fold noise"
         )
     text = "; ".join(parts) + "." if parts else "The grid has a single value per setting."
     text += (
-        f" For scale, the median standard deviation between the folds of one configuration is "
-        f"{noise * 100:.2f} points: a spread smaller than that is within noise."
+        f" The rule: a spread beyond fold noise is larger than {NOISE_FACTOR} × the median standard deviation "
+        f"between the folds of one configuration ({noise * 100:.2f} points), so {NOISE_FACTOR * noise * 100:.2f} points."
     )
     if parts:
         text += (
             f" So {', '.join(matter) if matter else 'none of the settings'} "
-            f"{'moves' if len(matter) == 1 else 'move'} the average by more than fold noise on this grid."
+            f"{'moves' if len(matter) == 1 else 'move'} the average beyond fold noise on this grid."
         )
-    unstable = ok[ok["val_error_std"] > 3 * noise]
+    unstable = ok[ok["val_error_std"] > UNSTABLE_FACTOR * noise]
     if len(unstable):
         names = "; ".join(
             ", ".join(f"{k}={r[k]}" for k in selection.grid_keys)
             for r in unstable[selection.grid_keys].to_dict("records")
         )
         text += (
-            f" These averages include {len(unstable)} configuration{'s' if len(unstable) > 1 else ''} whose "
-            f"folds disagree by more than three times that (unstable training: {names}); a spread that "
-            f"comes from them says more about stability than about the setting."
+            f" {len(unstable)} configuration{'s' if len(unstable) > 1 else ''} trained erratically, "
+            f"{'their' if len(unstable) > 1 else 'its'} folds disagreeing by more than {UNSTABLE_FACTOR} × that "
+            f"standard deviation ({names}); the averages count {'them' if len(unstable) > 1 else 'it'}."
         )
     return Markdown(text)

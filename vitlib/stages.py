@@ -6,7 +6,8 @@ A stage declares (every key but `runs` optional):
 
     runs:         {name: {settings}}: each run's settings on top of the profile's configuration;
                   a run naming a `preset` starts from that preset instead, with the profile's
-                  data, epochs, seed and device (CARRY_OVER)
+                  data, epochs, seed and device (CARRY_OVER); a run's own `seeds` replaces the
+                  stage's for that run
     settings:     settings every run of the stage shares
     start_from:   another stage: the settings its chosen run declares come first (not that
                   stage's shared `settings`)
@@ -65,7 +66,8 @@ def parse_stages(declared: dict, where: str) -> dict[str, Stage]:
         for run, settings in spec["runs"].items():
             if not isinstance(settings, dict):
                 raise ValueError(f"{at}, run {run!r}: give its settings as a mapping ({{}} for none)")
-            reject_unknown(settings, {*FIELD_SECTION, "preset"}, f"setting of {at}, run {run!r}")
+            reject_unknown(settings, {*FIELD_SECTION, "preset", "seeds"}, f"setting of {at}, run {run!r}")
+            _seeds(settings.get("seeds", 1), f"{at}, run {run!r}")
             if settings.get("preset", "seed") not in PRESETS:
                 raise ValueError(
                     f"{at}, run {run!r}: unknown preset {settings['preset']!r}; valid: {', '.join(PRESETS)}"
@@ -75,9 +77,7 @@ def parse_stages(declared: dict, where: str) -> dict[str, Stage]:
         start = spec.get("start_from")
         if start is not None and start not in stages:
             raise ValueError(f"{at} starts from {start!r}, which is not a stage declared before it")
-        seeds = spec.get("seeds", 1)
-        if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
-            raise ValueError(f"{at}: seeds must be a whole number of at least 1, got {seeds!r}")
+        seeds = _seeds(spec.get("seeds", 1), at)
         shifts = spec.get("test_shifts", 0)
         if not isinstance(shifts, int) or isinstance(shifts, bool) or shifts < 0:
             raise ValueError(f"{at}: test_shifts must be a whole number of pixels, 0 or more, got {shifts!r}")
@@ -86,7 +86,8 @@ def parse_stages(declared: dict, where: str) -> dict[str, Stage]:
             or spec.get("final_takes")
             or any(other.get("start_from") == name for other in declared.values() if isinstance(other, dict))
         )
-        if seeds > 1 and chooses:  # a choice is made on one run per name
+        most = max([seeds] + [run.get("seeds", seeds) for run in spec["runs"].values()])
+        if most > 1 and chooses:  # a choice is made on one run per name
             raise ValueError(f"{at} chooses a run (for the final model or another stage), so it takes one seed")
         stages[name] = Stage(
             name,
@@ -99,6 +100,12 @@ def parse_stages(declared: dict, where: str) -> dict[str, Stage]:
             tuple(spec.get("final_takes", ())),
         )
     return stages
+
+
+def _seeds(value, at: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{at}: seeds must be a whole number of at least 1, got {value!r}")
+    return value
 
 
 def _share(value, at: str) -> Fraction:
@@ -122,15 +129,16 @@ def run_configs(
     for run, declared in stage.runs.items():
         settings = {**(chosen_settings or {}), **stage.settings, **declared}
         run_preset = settings.pop("preset", None)
+        seeds = settings.pop("seeds", stage.seeds)
         if "epochs" in settings:
             settings["epochs"] = max(1, round(settings["epochs"] * scale))
         if stage.validation is not None:
             n_train = min(profile.data.train_limit or sum(LABEL_COUNTS["train"]), sum(LABEL_COUNTS["train"]))
             settings["validation_size"] = int(n_train * stage.validation)
         cfg = build_config(run_preset, {**carried, **settings}) if run_preset else profile.with_overrides(settings)
-        if stage.seeds == 1:
+        if seeds == 1:
             configs[run] = cfg
-        for i in range(stage.seeds if stage.seeds > 1 else 0):
+        for i in range(seeds if seeds > 1 else 0):
             configs[f"{run} · seed {cfg.train.seed + i}"] = cfg.with_overrides(seed=cfg.train.seed + i)
     return configs
 

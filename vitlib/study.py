@@ -8,6 +8,8 @@ parameters passed by name) and calls one stage per section. A build works in bui
 file has one writer here and one reader:
 
     selection/             select() writes trials/, selection.json (+ CSVs); selection() reads it
+    selection_variants/<name>/
+                           select_variants(): the same selection with some settings changed
     final/                 final() trains the selected config (or reads it back); final_model()
     final_variants/<run>/  seeds_and_runner_up(): more seeds and the runner-up of selection
     <stage>/<run>/         compare(stage): each run of a declared stage, trained or read back
@@ -49,6 +51,7 @@ class Study:
     sources: dict = field(default_factory=dict)  # setting -> where its value came from, if not the preset
     notebooks: list[str] = field(default_factory=list)  # the notebooks that run it, in order
     stages: dict[str, stages.Stage] = field(default_factory=dict)
+    selection_variants: dict[str, dict] = field(default_factory=dict)  # name -> settings it changes
     seeds: int = 1  # seeds of the final model (the others in final_variants/)
     final_model_dir: str = ""  # a committed final model (relative to the project) that the profile's own build reads
     title: str = "Vision Transformers on MNIST"  # the rendered report's
@@ -82,6 +85,24 @@ class Study:
             return load_selection(self.out / "selection")
         except FileNotFoundError as err:
             raise FileNotFoundError(f"{err}: {self._run_first(self.notebooks[0])}") from None
+
+    def select_variants(self, data: MNIST | None = None) -> dict[str, SelectionResult]:
+        """{name: model selection over the same grid with the variant's settings}, run with `data`
+        (a rerun resumes) or read back without."""
+        out = {}
+        for name, settings in self.selection_variants.items():
+            folder = run_folder(self.out / "selection_variants", name)
+            if data is None:
+                out[name] = load_selection(folder)
+                continue
+            self.log(
+                f"Model selection, {name}: {len(self.config.grid_points())} configs x {self.config.selection.folds} folds"
+            )
+            start = time.perf_counter()
+            result = select(self.config.with_overrides(settings), data, folder, progress=True, log=self.log)
+            self.record_time("selection_variants_seconds", start, result.reused == len(result.trials))
+            out[name] = result
+        return out
 
     def final_config(self) -> ExperimentConfig:
         """The profile's configuration, with the point model selection chose if it has a grid."""

@@ -49,10 +49,10 @@ class Table:
         if len(self.text) > 60:  # too long for one page: let it break across pages
             head = [rf"\begin{{longtable}}{{{columns}}}"] + ([caption + r" \\\\"] if caption else [])
             return "\n".join([r"{\small"] + head + body + [r"\end{longtable}}"])
-        # short tables stay in one piece, caption included
+        # short tables stay in one piece, caption included, as a float (the text fills the page if it does not fit)
         return "\n".join(
             [
-                r"\begin{center}\begin{minipage}{\linewidth}\centering",
+                r"\begin{table}[htbp]\centering",
                 caption + r"\\[4pt]",
                 r"{\small\setlength{\tabcolsep}{4pt}",
                 r"\begin{adjustbox}{max width=\linewidth}",  # a wide table shrinks to the text width
@@ -60,7 +60,7 @@ class Table:
                 *body,
                 r"\end{tabular}",
                 r"\end{adjustbox}}",
-                r"\end{minipage}\end{center}",
+                r"\end{table}",
             ]
         )
 
