@@ -76,7 +76,7 @@ def test_the_interaction_is_the_departure_from_additive_effects():
     # cell means 0.30 0.40 / 0.40 0.10: row and column means 0.35, 0.25; grand 0.30 -> residual 0.10
     assert grid_report.interaction(selection, "lr", "depth") == pytest.approx(0.10)
     text = grid_report.effects_text(selection, table=3, interaction_table_number=4).data
-    assert "the best depth for each lr is 1 at lr=0.001, 3 at lr=0.01" in text or "the best lr for each depth" in text
+    assert "the best lr for each depth is 0.001 at depth=1, 0.01 at depth=3" in text
     assert "10.0 points, beyond fold noise: they interact" in text
     shaky = grid_report.effects_text(_grid(shaky=True), table=3, interaction_table_number=4).data
     assert "1 configuration trained erratically" in shaky and "lr = 0.01, depth = 1, mlp_hidden_dim = 32" in shaky

@@ -155,7 +155,7 @@ def effects_text(selection: SelectionResult, table: int, interaction_table_numbe
     a, b, _ = heatmap_keys(selection)
     m = cell_means(selection, a, b)
     size = interaction(selection, a, b)
-    best_b = {i: m.loc[i].idxmin() for i in m.index}
+    best_a = {j: m[j].idxmin() for j in m.columns}
     text = (
         f"Table {table}: "
         + (
@@ -174,8 +174,8 @@ def effects_text(selection: SelectionResult, table: int, interaction_table_numbe
             if len(quiet)
             else "."
         )
-        + f" Table {interaction_table_number}: the best {b} for each {a} is "
-        + ", ".join(f"{v} at {a}={i}" for i, v in best_b.items())
+        + f" Table {interaction_table_number}: the best {a} for each {b} is "
+        + ", ".join(f"{v} at {b}={j}" for j, v in best_a.items())
         + f"; the effects of {a} and {b} depart from simply adding by up to {size * 100:.1f} points, "
         + ("beyond" if size > NOISE_FACTOR * noise else "within")
         + f" fold noise{': they interact' if size > NOISE_FACTOR * noise else ''}."

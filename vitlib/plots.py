@@ -299,7 +299,7 @@ def grid_heatmaps(summary: pd.DataFrame, rows: str, cols: str, panels: list[str]
         ax.set_ylabel(rows)
         key = key if isinstance(key, tuple) else (key,)
         values = dict(zip(panels, key))
-        ax.set_title(", ".join(f"{k}={v}" for k, v in values.items()))
+        ax.set_title("\n".join(f"{k} = {v}" for k, v in values.items()))
         if all(best.get(k) == v for k, v in values.items()):
             i, j = list(table.index).index(best[rows]), list(table.columns).index(best[cols])
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=3))
