@@ -92,7 +92,10 @@ def test_promote_copies_a_complete_build_and_nothing_else(tmp_path, monkeypatch)
         (build / "candidates" / "a" / name).write_text(name)
     (reference / "candidates" / "a").mkdir(parents=True)  # a reference that keeps saved runs
     (reference / "candidates" / "a" / "metrics.json").write_text("an older run")
+    (reference / "test_scores_seen.csv").write_text("the record, kept by hand")  # read there, never copied
+    (build / "test_scores_seen.csv").write_text("a stale copy")
     copied = rebuild.promote("seed")
+    assert (reference / "test_scores_seen.csv").read_text() == "the record, kept by hand"
     assert sorted(p.relative_to(reference).as_posix() for p in copied) == [
         "candidates/a/metrics.json",
         "report.html",

@@ -15,13 +15,14 @@ from pathlib import Path
 import pandas as pd
 
 from . import findings, stages
+from .build import RECORDS
 from .findings import built, number
 from .paths import reference_dir
 from .report import runner_up
 from .stats import mcnemar, wilson_interval
 from .study import Study
 
-SEEN = "test_scores_seen.csv"
+SEEN = RECORDS[0]  # read from report/<profile>/ only
 SEEN_COLUMNS = ["model", "candidate", "trigger", "test_accuracy", "n_test", "decision"]
 
 

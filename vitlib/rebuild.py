@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import findings
-from .build import RENDERED, committed_files, execute, profile_parameters, say
+from .build import RECORDS, RENDERED, committed_files, execute, profile_parameters, say
 from .compare import compare, counts
 from .paths import BUILD_ENV, project_root, reference_dir
 from .study import Study
@@ -148,7 +148,7 @@ def promote(profile: str, echo=say) -> list[Path]:
     for name in RENDERED:
         shutil.copy2(build / name, reference / name)
         copied.append(reference / name)
-    kept_here = {p.relative_to(reference).parts[0] for p in committed_files(reference)} - set(RENDERED)
+    kept_here = {p.relative_to(reference).parts[0] for p in committed_files(reference)} - set(RENDERED + RECORDS)
     for name in sorted(kept_here):
         source = build / name
         files = [source] if source.is_file() else sorted(source.rglob("*")) if source.is_dir() else []
