@@ -142,7 +142,7 @@ def test_report_opens_with_its_findings_and_numbers_its_parts(smoke_report):
     out, written = smoke_report
     text = re.sub(r"<[^>]+>", " ", written["html"].read_text())
     assert text.index("Abstract.") < text.index("Answers.") < text.index("Table 1.") < text.index("1 Data")
-    assert text.index("1 Data") < text.index("8 References") < text.index("Appendix A")
+    assert text.index("1 Data") < text.index("8 References") < text.index("Appendix A: how this run was made")
     sections = re.findall(
         r"\n\s*(\d) (?:Data|Method|Model selection|Final evaluation|Reproduction and ablation|"
         r"What the model looks at|Discussion|References)",

@@ -24,7 +24,8 @@ MEANINGS = {
     "mlp_hidden_dim": "the hidden units of each block's MLP",
     "head_hidden_layers": (
         "hidden layers in the classification head, each as wide as the block MLP and followed by a GELU, "
-        "before its final linear layer (0 is the seed report's linear head; the course report's head had 2)"
+        "before its final linear layer (0: a linear head, as in the course report's code, which the seed report "
+        "reruns; its text speaks of two hidden layers)"
     ),
 }
 
@@ -91,7 +92,7 @@ def interaction(selection: SelectionResult, a: str, b: str) -> float:
 
 def intro(selection: SelectionResult, study, n_train: int, seed: dict | None) -> Markdown:
     cfg = study.config
-    grid = "; ".join(f"**{k}** ∈ {{{', '.join(str(v) for v in values)}}}" for k, values in cfg.selection.grid.items())
+    grid = "; ".join(f"**{k}** in {{{', '.join(str(v) for v in values)}}}" for k, values in cfg.selection.grid.items())
     meanings = "; ".join(f"*{k}*: {MEANINGS[k]}" for k in cfg.selection.grid if k in MEANINGS)
     seed_pick = (
         f" over {_configs(seed)} configurations (it picks {seed['numbers']['selection.best']['value']})" if seed else ""
@@ -129,8 +130,8 @@ def effects_table(selection: SelectionResult, number: int) -> Table:
     return Table(
         pd.DataFrame(rows, columns=["setting", "mean validation error per value", "spread (points)", "verdict"]),
         f"Table {number}. Each setting's main effect: validation error averaged over the rest of the grid; "
-        f"beyond fold noise means a spread over {NOISE_FACTOR} × {noise * 100:.1f} points (the median fold "
-        f"standard deviation)",
+        f"beyond fold noise means a spread over {NOISE_FACTOR} × {noise * 100:.2f} = {NOISE_FACTOR * noise * 100:.2f} "
+        f"points ({NOISE_FACTOR} × the median fold standard deviation)",
         widths={"mean validation error per value": "6.5cm"},
     )
 
@@ -166,7 +167,7 @@ def effects_text(selection: SelectionResult, table: int, interaction_table_numbe
             if len(matter)
             else "no setting moves the mean validation error"
         )
-        + f", beyond {NOISE_FACTOR} × the fold noise ({NOISE_FACTOR * noise * 100:.1f} points)"
+        + f", beyond {NOISE_FACTOR} × the fold noise ({NOISE_FACTOR * noise * 100:.2f} points)"
         + (
             "; "
             + ", ".join(f"{r.setting} ({r.spread * 100:.1f} points)" for r in quiet.itertuples())
@@ -280,7 +281,7 @@ def discussion(results: dict, seed: dict | None) -> Markdown:
             for k, v, best in effects_said
         )
         + f" (the rule: more than {NOISE_FACTOR} × the median fold standard deviation of {noise * 100:.1f} points, "
-        f"so {NOISE_FACTOR * noise * 100:.1f} points)."
+        f"so {NOISE_FACTOR * noise * 100:.2f} points)."
     ]
     inter = next((k for k in n if k.startswith("selection.interaction[")), None)
     if inter:
@@ -311,7 +312,8 @@ def discussion(results: dict, seed: dict | None) -> Markdown:
             f", {gain * 100:+.2f} points against the seed report's pick ({s['selection.best']['value']}, "
             f"{s['seeds.test_accuracy.mean']['value']:.2%}), "
             + ("more than" if abs(gain) > 2 * spread else "within")
-            + " twice the larger seed standard deviation"
+            + " twice the larger seed standard deviation (the seed report's pick has that report's learning rate "
+            "and head, so the difference mixes those settings in too)"
         )
     parts.append(pick + ".")
     parts.append(

@@ -95,10 +95,7 @@ def test_views_text(
     else:
         text += f"{rule} They do not, so the final model reads each digit alone. "
     if seen:
-        text += (
-            "The test set played no part in this rule; Section 4 lists the test scores that were seen before "
-            "it was applied, and what followed each."
-        )
+        text += "A test score decided that this rule was tried (Table 5); the validation split decided its outcome."
     return Markdown(text)
 
 
@@ -225,6 +222,11 @@ def laptop_abstract(results: dict, final: dict, config: ExperimentConfig, held_o
     else:
         text += "No test number chose anything (the per-epoch test curve included)."
     return Markdown(text)
+
+
+def seen_conclusion(results: dict, table: int) -> Markdown:
+    """Under the timeline of test scores seen: what it means for the headline."""
+    return Markdown(f"What Table {table} means for the headline: " + headline_caveat(results))
 
 
 def headline_caveat(results: dict) -> str:

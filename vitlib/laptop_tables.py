@@ -197,5 +197,5 @@ def seen_table(
         f"Table {number}. The test scores seen before the final choice, in order, and the final model's. "
         "Validation errors ranked the candidates; these test scores decided only whether the search went on (the "
         "per-epoch test curves, as in Figure 2, decided nothing)",
-        widths={"what triggered it": "4.2cm", "model": "2.8cm", "decision": "4.2cm"},
+        widths={"what triggered it": "3.9cm", "model": "2.6cm", "test score seen": "1.9cm", "decision": "3.9cm"},
     )

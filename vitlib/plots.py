@@ -18,7 +18,8 @@ from sklearn.metrics import ConfusionMatrixDisplay
 
 # The PDF shows a figure at most 0.9 of the text width and 0.85 of its height (vitlib.render), on
 # nbconvert's letter page with 1-inch margins; no text may print smaller than MIN_PRINT_PT there.
-PRINT_WIDTH_IN, PRINT_HEIGHT_IN, MIN_PRINT_PT = 0.9 * 6.5, 0.85 * 9.0, 8.0
+PRINT_WIDTH_IN, PRINT_HEIGHT_IN, MIN_PRINT_PT = 0.9 * 6.5, 0.8 * 9.0, 8.0
+TIGHT_MARGIN = 1.1  # the saved image's tight bounding box may be wider than the figure
 
 
 def legible(plot):
@@ -29,7 +30,7 @@ def legible(plot):
         fig = plot(*args, **kwargs)
         width, height = fig.get_size_inches()
         scale = min(1.0, PRINT_WIDTH_IN / width, PRINT_HEIGHT_IN / height)
-        smallest = MIN_PRINT_PT / scale
+        smallest = MIN_PRINT_PT * TIGHT_MARGIN / scale
         for ax in fig.axes:  # tick labels are made as the figure draws: size them on their axes
             for axis in ("x", "y"):
                 ticks = getattr(ax, f"get_{axis}ticklabels")()
@@ -144,7 +145,7 @@ def learning_curves(history: list[dict] | pd.DataFrame, title: str = "", cut: bo
         if cut and metric == "error":
             top = 3 * max(h["train_error"].iloc[-1], h.get("eval_error", h["train_error"]).iloc[-1])
             ax.set_ylim(0, top)
-            ax.set_ylabel(f"{name}, axis cut at {top:.3f}")
+            ax.set_ylabel(f"error (axis cut at {top:.3f})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=9)
     if title:
@@ -337,7 +338,7 @@ def seed_spread(accuracies: dict[str, list[float]], claimed: float | None = None
         ax.plot([values.mean()] * 2, [yi - 0.3, yi + 0.3], "-", color="black", lw=2)
     if claimed is not None:
         ax.axvline(claimed * 100, color="tab:red", ls="--", lw=1.5, label=f"course report's claim, {claimed:.0%}")
-        ax.legend(loc="lower right")
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     ax.set_yticks(y, [f"{name} ({len(a)} seeds)" for name, a in accuracies.items()])
     ax.set_xlabel("test accuracy (%): each seed a dot, the mean a bar")
     ax.grid(axis="x", alpha=0.3)

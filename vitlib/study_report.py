@@ -79,13 +79,17 @@ def _a(digit) -> str:
 
 
 def per_digit_caption(accuracy, number: int) -> Markdown:
-    acc = accuracy.numpy()
-    worst, best = int(acc.argmin()), int(acc.argmax())
+    error = (1 - accuracy.numpy()) * 100
+    labels = error.round(1)  # as the bars are labelled: digits that read the same are named together
+    hardest = [str(d) for d in range(len(error)) if labels[d] == labels.max()]
+    easiest = [str(d) for d in range(len(error)) if labels[d] == labels.min()]
     return caption(
         "Figure",
         number,
-        f"Test error of the final model per digit (bars from zero, labelled in %). The hardest digit is "
-        f"{worst} ({1 - acc[worst]:.2%} wrong), the easiest {best} ({1 - acc[best]:.2%}).",
+        f"Test error of the final model per digit (bars from zero, labelled in %). The hardest "
+        f"{'digit is ' + hardest[0] if len(hardest) == 1 else 'digits are ' + ' and '.join(hardest)} "
+        f"({labels.max():.1f}% wrong), the easiest "
+        f"{easiest[0] if len(easiest) == 1 else ' and '.join(easiest)} ({labels.min():.1f}%).",
     )
 
 
