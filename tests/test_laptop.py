@@ -226,9 +226,9 @@ def test_every_test_score_seen_before_the_final_choice_is_listed(monkeypatch, tm
     assert [r["step"] for r in rows] == [str(i) for i in range(1, len(seen) + 2)]
     for row, r in zip(seen.itertuples(), rows):
         expected = f"{candidates[row.candidate]['test_error']:.2%}" if row.candidate else "not scored on it"
-        assert r["val. error"] == expected
+        assert r["validation error"] == expected
     assert rows[-1]["test score seen"].startswith(f"{final['test_accuracy']:.2%}")
-    assert rows[-1]["val. error"] == f"{views[chosen]['error']:.2%}"
+    assert rows[-1]["validation error"] == f"{views[chosen]['error']:.2%}"
     if RESULTS.is_file():
         numbers = json.loads(RESULTS.read_text())["numbers"]
         for row in seen.itertuples():
