@@ -71,8 +71,7 @@ def _claim_for(folder: Path, cfg: ExperimentConfig) -> None:
     """Mark `folder` as this run's before training: its config.json, written first (a config.json
     already there must be this run's, from an interrupted attempt)."""
     if (folder / "config.json").is_file():
-        stored = _run_file(folder, "config.json", ("model", "train", "data"))
-        check_same_experiment(folder, _sections(stored), result_settings(cfg, "run"))
+        _check_same_run(folder, cfg)
     write_json(folder / "config.json", cfg.to_dict())
 
 
@@ -206,9 +205,14 @@ def _same_run_finished(folder: str | Path, cfg: ExperimentConfig) -> bool:
     folder = Path(folder)
     if not is_finished(folder):
         return False  # nothing there, or a run stopped before its last file: start afresh
+    _check_same_run(folder, cfg)
+    return True
+
+
+def _check_same_run(folder: Path, cfg: ExperimentConfig) -> None:
+    """Refuse a folder whose config.json is another experiment's (ValueError naming the settings)."""
     stored = _run_file(folder, "config.json", ("model", "train", "data"))
     check_same_experiment(folder, _sections(stored), result_settings(cfg, "run"))
-    return True
 
 
 def run_folder(out_dir: str | Path, name: str) -> Path:

@@ -76,8 +76,7 @@ def selection_numbers(selection, prefix: str = "selection", said: str = "") -> d
     )
     if prefix != "selection":
         return numbers
-    ok = selection.summary[selection.summary["failed_folds"] == 0]
-    noise = float(ok["val_error_std"].median())
+    ok, noise = selection.ok(), selection.fold_noise()
     numbers["selection.fold_noise"] = number(noise, kind="spread", label="median fold standard deviation")
     for key in selection.grid_keys:
         means = ok.groupby(key, sort=False)["val_error_mean"].mean()

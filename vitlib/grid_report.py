@@ -42,19 +42,10 @@ def _configs(results: dict) -> int:
     return sum(1 for k in results["numbers"] if k.startswith("selection.val_error["))
 
 
-def _ok(selection: SelectionResult) -> pd.DataFrame:
-    return selection.summary[selection.summary["failed_folds"] == 0]
-
-
-def fold_noise(selection: SelectionResult) -> float:
-    """The median standard deviation between the folds of one configuration."""
-    return float(_ok(selection)["val_error_std"].median())
-
-
 def effects(selection: SelectionResult) -> pd.DataFrame:
     """setting, spread (of its mean validation error over its values), best value, and each
     value's mean, largest spread first."""
-    ok, rows = _ok(selection), []
+    ok, rows = selection.ok(), []
     for key in selection.grid_keys:
         means = ok.groupby(key, sort=False)["val_error_mean"].mean()
         if len(means) > 1:
@@ -71,15 +62,14 @@ def heatmap_keys(selection: SelectionResult) -> tuple[str, str, list[str]]:
             f"the grid report compares settings two by two, but this grid varies only {selection.grid_keys}. "
             "Fix: give the profile's `grid:` at least two settings (params/full.yaml has an example)"
         )
-    order = list(effects(selection)["setting"]) + [
-        k for k in selection.grid_keys if k not in set(effects(selection)["setting"])
-    ]
+    ranked = list(effects(selection)["setting"])
+    order = ranked + [k for k in selection.grid_keys if k not in ranked]
     return order[0], order[1], [k for k in selection.grid_keys if k not in order[:2]]
 
 
 def cell_means(selection: SelectionResult, a: str, b: str) -> pd.DataFrame:
     """Mean validation error for each value of `a` (rows) and `b` (columns), over the rest of the grid."""
-    return _ok(selection).pivot_table(index=a, columns=b, values="val_error_mean", aggfunc="mean")
+    return selection.ok().pivot_table(index=a, columns=b, values="val_error_mean", aggfunc="mean")
 
 
 def interaction(selection: SelectionResult, a: str, b: str) -> float:
@@ -116,12 +106,12 @@ def heatmap_caption(selection: SelectionResult, number: int) -> Markdown:
         f"configuration: {a} (rows) × {b} (columns), one panel per "
         f"{' and '.join(panels) if panels else 'grid'} setting; darker is better, the selected one is boxed. "
         f"The best cell, {best['val_error_mean']:.1%}, is {point(selection.best)}; the worst, "
-        f"{_ok(selection)['val_error_mean'].max():.1%}."
+        f"{selection.ok()['val_error_mean'].max():.1%}."
     )
 
 
 def effects_table(selection: SelectionResult, number: int) -> Table:
-    noise = fold_noise(selection)
+    noise = selection.fold_noise()
     rows = []
     for r in effects(selection).itertuples():
         values = " · ".join(f"{v}: {m:.1%}" for v, m in r.means.items())
@@ -143,14 +133,14 @@ def interaction_table(selection: SelectionResult, a: str, b: str, number: int) -
 
 
 def unstable(selection: SelectionResult) -> pd.DataFrame:
-    ok = _ok(selection)
-    return ok[ok["val_error_std"] > UNSTABLE_FACTOR * fold_noise(selection)]
+    ok = selection.ok()
+    return ok[ok["val_error_std"] > UNSTABLE_FACTOR * selection.fold_noise()]
 
 
 def effects_text(selection: SelectionResult, table: int, interaction_table_number: int) -> Markdown:
     """Which settings matter and how much, how the top two interact, and which configurations
     trained erratically: one rule throughout."""
-    noise, eff = fold_noise(selection), effects(selection)
+    noise, eff = selection.fold_noise(), effects(selection)
     matter = eff[eff["spread"] > NOISE_FACTOR * noise]
     quiet = eff[eff["spread"] <= NOISE_FACTOR * noise]
     a, b, _ = heatmap_keys(selection)
@@ -193,7 +183,7 @@ def effects_text(selection: SelectionResult, table: int, interaction_table_numbe
 
 
 def top_table(selection: SelectionResult, number: int, n: int = 6) -> Table:
-    ranked = _ok(selection).sort_values("val_error_mean", kind="stable").head(n)
+    ranked = selection.ok().sort_values("val_error_mean", kind="stable").head(n)
     df = ranked[selection.grid_keys].astype(str).copy()
     df["validation error"] = [f"{m:.2%} ± {s:.2%}" for m, s in zip(ranked["val_error_mean"], ranked["val_error_std"])]
     return Table(
@@ -215,7 +205,7 @@ def gather(study) -> dict:
     selection = study.selection()
     numbers = {**findings.selection_numbers(selection), **findings.final_numbers(study)}
     a, b, _ = heatmap_keys(selection)
-    noise = fold_noise(selection)
+    noise = selection.fold_noise()
     for (i, j), value in cell_means(selection, a, b).stack().items():
         numbers[f"selection.cell[{a}={i}, {b}={j}]"] = number(
             float(value), noise, label=f"mean validation error at {a}={i}, {b}={j}"
@@ -231,19 +221,21 @@ def _v(results: dict, name: str):
     return results["numbers"][name]["value"]
 
 
+def _effects_in(results: dict) -> list[tuple[str, float, str]]:
+    """(setting, main effect, best value) as results.json states them, largest effect first."""
+    found = [
+        (k[len("selection.effect[") : -1], v["value"], _v(results, k + ".best"))
+        for k, v in results["numbers"].items()
+        if k.startswith("selection.effect[") and k.endswith("]")
+    ]
+    return sorted(found, key=lambda e: -e[1])
+
+
 def abstract(results: dict, seed: dict | None) -> Markdown:
     n = results["numbers"]
     configs = sum(1 for k in n if k.startswith("selection.val_error["))
-    effects_said = sorted(
-        (
-            (k[len("selection.effect[") : -1], v["value"])
-            for k, v in n.items()
-            if k.startswith("selection.effect[") and k.endswith("]")
-        ),
-        key=lambda kv: -kv[1],
-    )
     noise = _v(results, "selection.fold_noise")
-    matter = [f"{k} ({v * 100:.0f} points)" for k, v in effects_said if v > NOISE_FACTOR * noise]
+    matter = [f"{k} ({v * 100:.0f} points)" for k, v, _ in _effects_in(results) if v > NOISE_FACTOR * noise]
     text = (
         f"**Abstract.** The seed report's model selection, over {configs} configurations"
         + (f" instead of {_configs(seed)}. " if seed else ". ")
@@ -264,21 +256,13 @@ def abstract(results: dict, seed: dict | None) -> Markdown:
 def discussion(results: dict, seed: dict | None) -> Markdown:
     n = results["numbers"]
     noise = _v(results, "selection.fold_noise")
-    effects_said = sorted(
-        (
-            (k[len("selection.effect[") : -1], v["value"], _v(results, k + ".best"))
-            for k, v in n.items()
-            if k.startswith("selection.effect[") and k.endswith("]")
-        ),
-        key=lambda e: -e[1],
-    )
     parts = [
         "**Which settings matter.** "
         + "; ".join(
             f"{k}: {v * 100:.1f} points between its best value ({best}) and its worst, "
             + ("beyond" if v > NOISE_FACTOR * noise else "within")
             + " fold noise"
-            for k, v, best in effects_said
+            for k, v, best in _effects_in(results)
         )
         + f" (the rule: more than {NOISE_FACTOR} × the median fold standard deviation of {noise * 100:.1f} points, "
         f"so {NOISE_FACTOR * noise * 100:.2f} points)."

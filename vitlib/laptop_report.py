@@ -235,11 +235,8 @@ def headline_caveat(results: dict) -> str:
     n = results["numbers"]
     final, n_test = n["final.test_accuracy"]["value"], n["final.n_test"]["value"]
     scores = [v["value"] for k, v in n.items() if k.startswith("seen.test_accuracy[")] + [final]
-    inside = all(
-        wilson_interval(round(a * n_test), n_test)[0] <= b <= wilson_interval(round(a * n_test), n_test)[1]
-        for a in scores
-        for b in scores
-    )
+    intervals = [wilson_interval(round(a * n_test), n_test) for a in scores]
+    inside = all(lo <= b <= hi for lo, hi in intervals for b in scores)
     return (
         f"The test scores seen and the final one, {min(scores):.2%} to {max(scores):.2%}, "
         + (

@@ -43,9 +43,17 @@ class SelectionResult:
     grid_keys: list[str]
     reused: int = 0  # trials read back from an earlier run instead of trained
 
+    def ok(self) -> pd.DataFrame:
+        """The summary rows of the configurations that did not fail in any fold."""
+        return self.summary[self.summary["failed_folds"] == 0]
+
+    def fold_noise(self) -> float:
+        """The median standard deviation between the folds of one configuration."""
+        return float(self.ok()["val_error_std"].median())
+
     def ranked(self) -> list[dict]:
         """The grid points that did not fail, best first (ties keep the grid's order)."""
-        ok = self.summary[self.summary["failed_folds"] == 0].sort_values("val_error_mean", kind="stable")
+        ok = self.ok().sort_values("val_error_mean", kind="stable")
         return ok[self.grid_keys].to_dict("records")  # keeps each column's type: depth stays an int
 
     def runner_up(self) -> dict | None:

@@ -87,7 +87,7 @@ def variants_conclusion(
 
 def _margin(result: SelectionResult, gap: float) -> str:
     """A pick's lead, judged by the one rule for fold noise (NOISE_FACTOR x the median fold std)."""
-    noise = float(result.summary[result.summary["failed_folds"] == 0]["val_error_std"].median())
+    noise = result.fold_noise()
     limit = NOISE_FACTOR * noise
     return (
         f"beyond fold noise (more than {NOISE_FACTOR} × the median fold standard deviation, {limit * 100:.2f} points), "
@@ -152,8 +152,7 @@ NOISE_FACTOR, UNSTABLE_FACTOR = 2, 3
 
 
 def grid_effects_text(selection: SelectionResult) -> Markdown:
-    ok = selection.summary[selection.summary["failed_folds"] == 0]
-    noise = ok["val_error_std"].median()
+    ok, noise = selection.ok(), selection.fold_noise()
     parts, matter = [], []
     for key in selection.grid_keys:
         means = ok.groupby(key, sort=False)["val_error_mean"].mean()
