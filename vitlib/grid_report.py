@@ -264,7 +264,7 @@ def discussion(results: dict, seed: dict | None) -> Markdown:
             + " fold noise"
             for k, v, best in _effects_in(results)
         )
-        + f" (the rule: more than {NOISE_FACTOR} × the median fold standard deviation of {noise * 100:.1f} points, "
+        + f" (the rule: more than {NOISE_FACTOR} × the median fold standard deviation of {noise * 100:.2f} points, "
         f"so {NOISE_FACTOR * noise * 100:.2f} points)."
     ]
     inter = next((k for k in n if k.startswith("selection.interaction[")), None)

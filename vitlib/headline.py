@@ -173,10 +173,15 @@ def answers(results: dict, laptop: dict | None) -> Markdown:
         f"{_v(results, 'ablation.modern.std'):.2%}. All of these train for only {epochs} epoch{'' if epochs == 1 else 's'}."
     )
     if laptop is not None:
-        m = laptop["numbers"]
+        m, built = laptop["numbers"], laptop.get("built", {})
+        seconds = built.get("wall_seconds", {}).get("final_train_seconds")
+        cores = built.get("machine", {}).get("cores")
+        trained = f" trained in {seconds / 60:.0f} minutes on {cores} CPU cores" if seconds and cores else ""
+        # A relative link: the committed reports sit side by side under report/.
         better += (
-            f" A larger ViT ({m['final.parameters']['value']:,} parameters) trained for under an hour on 2 CPU cores "
-            f"reaches **{m['final.test_accuracy']['value']:.2%}** (the laptop report, `report/laptop/report.pdf`, "
+            f" A larger ViT ({m['final.parameters']['value']:,} parameters){trained} "
+            f"reaches **{m['final.test_accuracy']['value']:.2%}** (the laptop report, "
+            f"[`report/laptop/report.pdf`](../laptop/report.pdf), "
             f"which explains why that figure is likely a little optimistic)."
         )
     lines.append(better)

@@ -132,7 +132,7 @@ def learning_curves(history: list[dict] | pd.DataFrame, title: str = "", cut: bo
     """Proxy loss and misclassification error per epoch, on the training batches and the test set;
     `cut`: the error axis cut at three times the last epoch's errors, where the late epochs differ."""
     h = pd.DataFrame(history)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
     for ax, metric, name in (
         (axes[0], "loss", "proxy loss (cross-entropy)"),
         (axes[1], "error", "misclassification error"),
@@ -147,18 +147,21 @@ def learning_curves(history: list[dict] | pd.DataFrame, title: str = "", cut: bo
             ax.set_ylim(0, top)
             ax.set_ylabel(f"error (axis cut at {top:.3f})")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=9)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    # One legend above both panels: inside either it would cover the first epochs' points.
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside upper center", ncol=2, frameon=False)
     return fig
 
 
 @legible
 def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(5.6, 5))
-    ConfusionMatrixDisplay.from_predictions(labels.numpy(), predicted.numpy(), ax=ax, colorbar=False, cmap="Blues")
-    ax.set_title("Confusion matrix on the test set")
+    # Sized to share a page with another figure: a page of its own would leave half of two blank.
+    # No title (the caption says what it is): the height goes to cells wide enough for "1130".
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ConfusionMatrixDisplay.from_predictions(
+        labels.numpy(), predicted.numpy(), ax=ax, colorbar=False, cmap="Blues", text_kw={"fontsize": MIN_PRINT_PT}
+    )
     fig.tight_layout()
     return fig
 
@@ -232,7 +235,17 @@ def position_similarity(similarity: torch.Tensor, kind: str) -> plt.Figure:
         axes[2].scatter(distance[mask], sim[i[mask], j[mask]], s=size, alpha=0.6, color=color, label=label)
     axes[2].set_xlabel("distance in the image (patches)")
     axes[2].set_title(f"(c) cosine similarity of every pair\nof patches, {kind} table", fontsize=11)
-    axes[2].legend(fontsize=9, markerscale=1.5, loc="best")
+    # Under the panel, not in it: every corner of it holds points.
+    axes[2].legend(
+        fontsize=9,
+        markerscale=1.5,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.3),
+        ncol=3,
+        frameon=False,
+        columnspacing=0.8,
+        handletextpad=0.1,
+    )
     axes[2].grid(alpha=0.3)
     return fig
 
