@@ -448,6 +448,36 @@ def test_debug_shows_the_traceback(tmp_path, capsys):
         main(["--debug", "evaluate", str(tmp_path / "absent.pt")])
 
 
+def _limit_memory(gigabytes: int):
+    """For a child process: at most `gigabytes` of address space, so that a large request fails."""
+    import resource
+
+    limit = gigabytes * 1024**3
+    return lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def test_memory_that_really_runs_out_is_one_line_and_the_folder_is_reusable(tmp_path):
+    """Not a simulated failure: the allocator refuses the activations of a 1M-unit MLP layer under an
+    address-space limit. One line names the settings to lower; rerun with a lower one, the same
+    folder is taken (the failed attempt saved nothing in it)."""
+    out = str(tmp_path / "run")
+    model = ["--depth", "1", "--embed-dim", "16", "--num-heads", "2"]
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": "2"}  # few arenas: little address space
+    command = [sys.executable, "-m", "vitlib", "train", "--out", out, *QUICK, *model, "--batch-size", "500"]
+    failed = subprocess.run(
+        [*command, "--mlp-hidden-dim", "1048576"], capture_output=True, text=True, env=env, preexec_fn=_limit_memory(16)
+    )
+    lines = failed.stderr.strip().splitlines()
+    assert failed.returncode == 2 and len(lines) == 1, failed.stderr
+    assert lines[0].startswith("error: out of memory") and "Fix: lower batch_size" in lines[0], lines[0]
+    assert sorted(p.name for p in Path(out).iterdir() if p.name != ".vitlib.lock") == ["config.json"]
+
+    rerun = subprocess.run([*command, "--mlp-hidden-dim", "32"], capture_output=True, text=True, env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads((Path(out) / "config.json").read_text())["model"]["mlp_hidden_dim"] == 32
+    assert (Path(out) / "metrics.json").is_file()
+
+
 def test_a_finished_run_is_read_back_not_retrained(good, tmp_path, capsys):
     shutil.copytree(good / "run", tmp_path / "run")
     before = (tmp_path / "run" / "checkpoint.pt").read_bytes()

@@ -68,9 +68,11 @@ def train_and_test(
 
 
 def _claim_for(folder: Path, cfg: ExperimentConfig) -> None:
-    """Mark `folder` as this run's before training: its config.json, written first (a config.json
-    already there must be this run's, from an interrupted attempt)."""
-    if (folder / "config.json").is_file():
+    """Mark `folder` as this run's before training: its config.json, written first. A config.json
+    already there beside a result must be this run's; alone, it is an attempt that saved nothing
+    (stopped, or out of memory) and gives way to a run with other settings, such as a lower batch."""
+    saved = [name for name in sorted(RUN_FILES - {"config.json"}) if (folder / name).exists()]
+    if (folder / "config.json").is_file() and saved:
         _check_same_run(folder, cfg)
     write_json(folder / "config.json", cfg.to_dict())
 
