@@ -64,7 +64,7 @@ def test_main_effects_and_their_verdicts_follow_one_rule():
         table.loc["lr", "verdict"] == "beyond fold noise"
         and table.loc["mlp_hidden_dim", "verdict"] == "within fold noise"
     )
-    assert "2 × 1.00 = 2.00 points" in grid_report.effects_table(selection, number=3).caption
+    assert "2 × 1.000 = 2.00 points" in grid_report.effects_table(selection, number=3).caption
     quiet = _grid(noise=0.06)  # a fold noise of 6 points: 10 points is not beyond 2 x 6
     assert set(grid_report.effects_table(quiet, number=3).df["verdict"]) == {"within fold noise"}
 

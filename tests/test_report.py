@@ -49,7 +49,7 @@ def test_grid_effects_name_the_unstable_configurations():
     assert "1 configuration trained erratically, its folds disagreeing by more than 3 × that" in text
     assert "(lr=0.01, depth=2); the averages count it." in text
     assert "**depth**: best on average at 1 (20.00%), worst at 2 (30.00%), a spread of 10.00 points, beyond" in text
-    assert "larger than 2 × the median standard deviation between the folds of one configuration (1.00 points)" in text
+    assert "larger than 2 × the median standard deviation between the folds of one configuration (1.000 points)" in text
 
 
 def test_one_rule_decides_beyond_fold_noise():

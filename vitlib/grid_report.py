@@ -120,7 +120,7 @@ def effects_table(selection: SelectionResult, number: int) -> Table:
     return Table(
         pd.DataFrame(rows, columns=["setting", "mean validation error per value", "spread (points)", "verdict"]),
         f"Table {number}. Each setting's main effect: validation error averaged over the rest of the grid; "
-        f"beyond fold noise means a spread over {NOISE_FACTOR} × {noise * 100:.2f} = {NOISE_FACTOR * noise * 100:.2f} "
+        f"beyond fold noise means a spread over {NOISE_FACTOR} × {noise * 100:.3f} = {NOISE_FACTOR * noise * 100:.2f} "
         f"points ({NOISE_FACTOR} × the median fold standard deviation)",
         widths={"mean validation error per value": "6.5cm"},
     )
@@ -264,7 +264,7 @@ def discussion(results: dict, seed: dict | None) -> Markdown:
             + " fold noise"
             for k, v, best in _effects_in(results)
         )
-        + f" (the rule: more than {NOISE_FACTOR} × the median fold standard deviation of {noise * 100:.2f} points, "
+        + f" (the rule: more than {NOISE_FACTOR} × the median fold standard deviation of {noise * 100:.3f} points, "
         f"so {NOISE_FACTOR * noise * 100:.2f} points)."
     ]
     inter = next((k for k in n if k.startswith("selection.interaction[")), None)

@@ -64,13 +64,16 @@ def model_selection(
     configs = summary[grid_keys].to_dict("records")  # keeps each column's type
     labels = [config_label(r, grid_keys) for r in configs]
     x = np.arange(len(summary))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(x) + 3), 4.2))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(x) + 3), 4.4), layout="constrained")
     for metric, name, color, shift in (
         ("train_error", "training", "tab:blue", -0.08),
         ("val_error", "validation", "tab:orange", 0.08),
     ):
-        per_config = [trials.loc[(trials[grid_keys] == pd.Series(r)).all(axis=1), metric].to_numpy() for r in configs]
-        means = summary[f"{metric}_mean"].to_numpy()
+        # In %, as the text and tables give errors.
+        per_config = [
+            trials.loc[(trials[grid_keys] == pd.Series(r)).all(axis=1), metric].to_numpy() * 100 for r in configs
+        ]
+        means = summary[f"{metric}_mean"].to_numpy() * 100
         lo = [m - np.nanmin(v) if len(v) and not np.isnan(v).all() else 0 for m, v in zip(means, per_config)]
         hi = [np.nanmax(v) - m if len(v) and not np.isnan(v).all() else 0 for m, v in zip(means, per_config)]
         ax.errorbar(
@@ -87,7 +90,7 @@ def model_selection(
     best_i = configs.index(best)
     ax.plot(
         best_i + 0.08,
-        summary["val_error_mean"].iloc[best_i],
+        summary["val_error_mean"].iloc[best_i] * 100,
         marker="o",
         markersize=14,
         markerfacecolor="none",
@@ -96,11 +99,11 @@ def model_selection(
         label="selected",
     )
     ax.set_xticks(x, labels, rotation=60 if len(x) > 6 else 20, ha="right", fontsize=8)
-    ax.set_ylabel("misclassification error")
+    ax.set_ylabel("misclassification error (%)")
     ax.set_title(f"Model selection: {folds}-fold CV, {epochs} epochs per trial")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    # Under the axes: the best configuration, circled, is often in the corner a legend would cover.
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=3, frameon=False, fontsize=8)
     return fig
 
 
@@ -132,10 +135,13 @@ def learning_curves(history: list[dict] | pd.DataFrame, title: str = "", cut: bo
     """Proxy loss and misclassification error per epoch, on the training batches and the test set;
     `cut`: the error axis cut at three times the last epoch's errors, where the late epochs differ."""
     h = pd.DataFrame(history)
+    for column in ("train_error", "eval_error"):  # in %, as the text and tables give errors
+        if column in h:
+            h[column] = h[column] * 100
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
     for ax, metric, name in (
         (axes[0], "loss", "proxy loss (cross-entropy)"),
-        (axes[1], "error", "misclassification error"),
+        (axes[1], "error", "misclassification error (%)"),
     ):
         ax.plot(h["epoch"], h[f"train_{metric}"], "o-", label="training (running, during the epoch)")
         if f"eval_{metric}" in h:
@@ -145,7 +151,7 @@ def learning_curves(history: list[dict] | pd.DataFrame, title: str = "", cut: bo
         if cut and metric == "error":
             top = 3 * max(h["train_error"].iloc[-1], h.get("eval_error", h["train_error"]).iloc[-1])
             ax.set_ylim(0, top)
-            ax.set_ylabel(f"error (axis cut at {top:.3f})")
+            ax.set_ylabel(f"error (%), axis cut at {top:.1f}")
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
@@ -305,7 +311,7 @@ def grid_heatmaps(summary: pd.DataFrame, rows: str, cols: str, panels: list[str]
         image = ax.imshow(table.to_numpy(), cmap="viridis", vmin=low, vmax=high, aspect="auto")
         for (i, j), value in np.ndenumerate(table.to_numpy()):
             ax.text(
-                j, i, f"{value:.0f}", ha="center", va="center", color="white" if value < (low + high) / 2 else "black"
+                j, i, f"{value:.1f}", ha="center", va="center", color="white" if value < (low + high) / 2 else "black"
             )
         ax.set_xticks(range(len(table.columns)), [str(c) for c in table.columns])
         ax.set_yticks(range(len(table.index)), [str(i) for i in table.index])
@@ -364,7 +370,7 @@ def seed_spread(accuracies: dict[str, list[float]], claimed: float | None = None
 def validation_curves(runs: dict[str, dict]) -> plt.Figure:
     """Validation error per epoch of each run, on a linear axis cut where the early epochs would
     squash the last tenths of a percent that tell the runs apart."""
-    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
     last = []
     for name, m in runs.items():
         h = pd.DataFrame(m["history"])
@@ -375,6 +381,6 @@ def validation_curves(runs: dict[str, dict]) -> plt.Figure:
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"validation error (%), cut at {top:.1f}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=9)
-    fig.tight_layout()
+    # Above the axes: inside, the legend would lie over the early epochs' curves.
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside upper center", ncol=2, frameon=False, fontsize=9)
     return fig

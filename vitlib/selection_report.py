@@ -172,7 +172,7 @@ def grid_effects_text(selection: SelectionResult) -> Markdown:
     text = "; ".join(parts) + "." if parts else "The grid has a single value per setting."
     text += (
         f" The rule: a spread beyond fold noise is larger than {NOISE_FACTOR} × the median standard deviation "
-        f"between the folds of one configuration ({noise * 100:.2f} points), so {NOISE_FACTOR * noise * 100:.2f} points."
+        f"between the folds of one configuration ({noise * 100:.3f} points), so {NOISE_FACTOR * noise * 100:.2f} points."
     )
     if parts:
         text += (
