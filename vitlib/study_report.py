@@ -113,8 +113,16 @@ def final_conclusion(metrics: dict, cfg: ExperimentConfig, best: dict) -> Markdo
         f"The selected model ({point(best)}; {metrics['parameters']:,} parameters) reaches a **test accuracy of "
         f"{metrics['test_accuracy']:.2%}** ({wrong:,} of {n:,} test digits wrong) after "
         f"{plural(cfg.train.epochs, 'epoch')} of training on {metrics['n_train']:,} images, in "
-        f"{metrics['train_seconds']:.0f} s on {metrics['run']['device']}."
+        f"{metrics['train_seconds']:.0f} s on {_device_in_words(metrics['run'])}."
     )
+
+
+def _device_in_words(run: dict) -> str:
+    """'2 threads of an Intel(R) Xeon(R) Processor' for a CPU run, the GPU's name for a GPU run."""
+    name = run.get("device_name") or run["device"]
+    if run["device"] != "cpu" or not run.get("cpu_threads"):
+        return name
+    return f"{plural(run['cpu_threads'], 'thread')} of {'an' if name[0] in 'AEIOU' else 'a'} {name}"
 
 
 def checkpoint_note(folder: str) -> Markdown:
