@@ -231,18 +231,32 @@ def _effects_in(results: dict) -> list[tuple[str, float, str]]:
     return sorted(found, key=lambda e: -e[1])
 
 
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def abstract(results: dict, seed: dict | None) -> Markdown:
     n = results["numbers"]
     configs = sum(1 for k in n if k.startswith("selection.val_error["))
     noise = _v(results, "selection.fold_noise")
-    matter = [f"{k} ({v * 100:.0f} points)" for k, v, _ in _effects_in(results) if v > NOISE_FACTOR * noise]
+    effects = _effects_in(results)
+    named = {"head_hidden_layers": "head_hidden_layers (hidden layers in the classification head)"}
+    matter = [f"{named.get(k, k)} ({v * 100:.0f} points)" for k, v, _ in effects if v > NOISE_FACTOR * noise]
+    quiet = [named.get(k, k) for k, v, _ in effects if v <= NOISE_FACTOR * noise]
+    if matter:
+        verdict = f"The settings that move the mean validation error beyond fold noise are {_and(matter)}" + (
+            f"; {_and(quiet)} {'does' if len(quiet) == 1 else 'do'} not. " if quiet else ". "
+        )
+    else:
+        verdict = "No setting moves the mean validation error beyond fold noise. "
     text = (
         f"**Abstract.** The seed report's model selection, over {configs} configurations"
         + (f" instead of {_configs(seed)}. " if seed else ". ")
-        + f"{'The settings that matter are ' + ', '.join(matter) if matter else 'No setting matters beyond fold noise'}; "
-        f"the pick, {_v(results, 'selection.best')}, has a validation error of {_v(results, 'selection.best.val_error'):.2%} "
-        f"and scores {_v(results, 'final.test_accuracy'):.2%} on the test set "
-        f"({_v(results, 'seeds.test_accuracy.mean'):.2%} ± {_v(results, 'seeds.test_accuracy.std'):.2%} over seeds)"
+        + verdict
+        + f"The pick, {_v(results, 'selection.best')}, has a validation error of "
+        f"{_v(results, 'selection.best.val_error'):.2%} and scores {_v(results, 'final.test_accuracy'):.2%} on the "
+        f"test set ({_v(results, 'seeds.test_accuracy.mean'):.2%} ± {_v(results, 'seeds.test_accuracy.std'):.2%} "
+        "over seeds)"
     )
     if seed:
         s = seed["numbers"]

@@ -242,7 +242,8 @@ def discussion(results: dict) -> Markdown:
 
 def rebuild_note(profile: str, tables: str = "Tables 8 and 9") -> Markdown:
     return Markdown(
-        f"{tables} give the settings and the machine. `make report PROFILE={profile}` rebuilds "
+        f"This report is the `{profile}` profile's: a profile is a named study, its settings in "
+        f"`params/{profile}.yaml`. {tables} give the settings and the machine. `make report PROFILE={profile}` rebuilds "
         f"this report; `make check-report PROFILE={profile}` rebuilds it in a temporary folder and "
         f"compares every number with the committed `results.json`."
     )

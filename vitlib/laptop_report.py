@@ -174,7 +174,7 @@ def recipe_text(config: ExperimentConfig) -> Markdown:
         "bfloat16 matrix products (autocast)" if t.amp else "float32 arithmetic",
     ]
     text = (
-        "The recipe (Table 1) is the accuracy recipe of this project's `strong` preset, sized so that its training "
+        "The recipe (Table 1) is this project's most accurate recipe (its `strong` preset, a named set of settings), sized so that its training "
         "fits the hour: " + ", ".join(p for p in parts if p) + "."
     )
     if t.save_float16:
@@ -244,7 +244,7 @@ def headline_caveat(results: dict) -> str:
             if inside
             else "do not all lie inside each other's 95% intervals. "
         )
-        + f"The search stopped once a test score reached the aim, so the headline {final:.2%} is the best of "
+        + f"The search stopped at the first test score judged good enough (Section 4 gives each step), so the headline {final:.2%} is the best of "
         f"{len(scores)} looks at the test set and likely optimistic: the mean of the {len(scores)} scores, "
         f"{sum(scores) / len(scores):.2%}, is a fairer guess of what a fresh test set would give."
     )
