@@ -98,9 +98,16 @@ def test_the_numbers_of_the_grid_report_compare_with_the_seed_reports_only_on_th
 
 
 def _smallest_print_size(fig) -> float:
-    width, height = fig.get_size_inches()
+    """The smallest text as the PDF prints it: the figure saved as the notebook saves it (cropped
+    to what it draws), then shrunk to fit the page's figure box."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    width, height = (pixels / 100 for pixels in Image.open(buffer).size)
     scale = min(1.0, plots.PRINT_WIDTH_IN / width, plots.PRINT_HEIGHT_IN / height)
-    fig.canvas.draw()  # tick labels exist once drawn
     sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text() and t.get_visible()]
     return min(sizes) * scale
 
@@ -124,6 +131,18 @@ def test_every_figure_prints_its_text_at_8_pt_or_more():
             3,
             5,
         ),
+        plots.model_selection(  # the seed report's shape: 4 configurations, labels slanted
+            selection.trials[selection.trials["lr"] == 0.01].drop(columns="lr"),
+            selection.summary[selection.summary["lr"] == 0.01].drop(columns="lr").reset_index(drop=True),
+            ["depth", "mlp_hidden_dim"],
+            {"depth": 3, "mlp_hidden_dim": 16},
+            3,
+            5,
+        ),
+        plots.confusion_matrix(torch.arange(1000) % 10, (torch.arange(1000) * 7) % 10),
+        plots.position_similarity(torch.rand(49, 49) * 2 - 1, "learned"),
+        plots.validation_curves({name: {"history": history} for name in ("a recipe", "another recipe")}),
+        plots.digit_grid(torch.zeros(12, 1, 28, 28, dtype=torch.uint8), [f"{i} → {i} (0.99)" for i in range(12)]),
     ]
     for fig in figures:
         assert _smallest_print_size(fig) >= plots.MIN_PRINT_PT - 1e-6

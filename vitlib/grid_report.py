@@ -88,7 +88,7 @@ def intro(selection: SelectionResult, study, n_train: int, seed: dict | None) ->
         f" over {_configs(seed)} configurations (it picks {seed['numbers']['selection.best']['value']})" if seed else ""
     )
     return Markdown(
-        f"The seed report (`report/seed/report.pdf`) reruns a course report's Vision Transformer on MNIST and "
+        f"The seed report ([`report/seed/report.pdf`](../seed/report.pdf)) reruns a course report's Vision Transformer on MNIST and "
         f"chooses its depth and MLP width by cross-validation{seed_pick}. Its data, model and protocol are this "
         f"report's too: {n_train:,} training images, {cfg.selection.folds} folds without shuffling, "
         f"{plural(cfg.train.epochs, 'epoch')}, Adam, batch "
@@ -157,7 +157,7 @@ def effects_text(selection: SelectionResult, table: int, interaction_table_numbe
             if len(matter)
             else "no setting moves the mean validation error"
         )
-        + f", beyond {NOISE_FACTOR} × the fold noise ({NOISE_FACTOR * noise * 100:.2f} points)"
+        + f", beyond fold noise ({NOISE_FACTOR * noise * 100:.2f} points)"
         + (
             "; "
             + ", ".join(f"{r.setting} ({r.spread * 100:.1f} points)" for r in quiet.itertuples())
@@ -165,8 +165,12 @@ def effects_text(selection: SelectionResult, table: int, interaction_table_numbe
             if len(quiet)
             else "."
         )
-        + f" Table {interaction_table_number}: the best {a} for each {b} is "
-        + ", ".join(f"{v} at {b}={j}" for j, v in best_a.items())
+        + f" Table {interaction_table_number}: the best {a} "
+        + (
+            f"is {next(iter(best_a.values()))} at every {b}"
+            if len(set(best_a.values())) == 1
+            else f"for each {b} is " + ", ".join(f"{v} at {b}={j}" for j, v in best_a.items())
+        )
         + f"; the effects of {a} and {b} depart from simply adding by up to {size * 100:.1f} points, "
         + ("beyond" if size > NOISE_FACTOR * noise else "within")
         + f" fold noise{': they interact' if size > NOISE_FACTOR * noise else ''}."
@@ -176,7 +180,7 @@ def effects_text(selection: SelectionResult, table: int, interaction_table_numbe
         names = "; ".join(point({k: r[k] for k in selection.grid_keys}) for r in shaky.to_dict("records"))
         text += (
             f" {len(shaky)} configuration{'s' if len(shaky) > 1 else ''} trained erratically, their folds "
-            f"disagreeing by more than {UNSTABLE_FACTOR} × the fold noise ({names}); they are counted in every "
+            f"disagreeing by more than {UNSTABLE_FACTOR} × the median fold standard deviation ({names}); they are counted in every "
             f"average above."
         )
     return Markdown(text)
@@ -251,7 +255,7 @@ def abstract(results: dict, seed: dict | None) -> Markdown:
         verdict = "No setting moves the mean validation error beyond fold noise. "
     text = (
         f"**Abstract.** The seed report's model selection, over {configs} configurations"
-        + (f" instead of {_configs(seed)}. " if seed else ". ")
+        + (f" of its own, where the seed report searched {_configs(seed)}. " if seed else ". ")
         + verdict
         + f"The pick, {_v(results, 'selection.best')}, has a validation error of "
         f"{_v(results, 'selection.best.val_error'):.2%} and scores {_v(results, 'final.test_accuracy'):.2%} on the "

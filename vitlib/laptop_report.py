@@ -118,7 +118,7 @@ def ingredients_text(rows: dict[str, dict], full_epochs: int, table: int) -> Mar
         said = [
             f"removing *{k.removeprefix('without ')}*" if k.startswith("without ") else f"*{k}* instead" for k in helped
         ]
-        said = [f"{s} ({changes[k] * 100:+.2f})" for s, k in zip(said, helped)]
+        said = [f"{s} ({_signed(changes[k] * 100)})" for s, k in zip(said, helped)]
         listed = said[0] if len(said) == 1 else ", ".join(said[:-1]) + " and " + said[-1]
         text += f"{listed[0].upper()}{listed[1:]} cost{'s' if len(said) == 1 else ''} more than that. "
     else:
@@ -126,7 +126,7 @@ def ingredients_text(rows: dict[str, dict], full_epochs: int, table: int) -> Mar
     if hurt:
         text += (
             "At this short schedule, "
-            + ", ".join(f"*{k}* ({changes[k] * 100:+.2f})" for k in hurt)
+            + ", ".join(f"*{k}* ({_signed(changes[k] * 100)})" for k in hurt)
             + " even does better: regularizers pay off over long training, which these runs do not reach. "
         )
     text += (
@@ -174,7 +174,8 @@ def recipe_text(config: ExperimentConfig) -> Markdown:
         "bfloat16 matrix products (autocast)" if t.amp else "float32 arithmetic",
     ]
     text = (
-        "The recipe (Table 1) is this project's most accurate recipe (its `strong` preset, a named set of settings), sized so that its training "
+        "The recipe (Table 1, the `laptop` preset: a preset is a named set of settings) is this project's most accurate "
+        "one, that of its `strong` preset, sized so that its training "
         "fits the hour: " + ", ".join(p for p in parts if p) + "."
     )
     if t.save_float16:
@@ -224,12 +225,17 @@ def laptop_abstract(results: dict, final: dict, config: ExperimentConfig, held_o
     return Markdown(text)
 
 
+def _signed(points: float) -> str:
+    """+0.78 or −0.46, with a true minus sign."""
+    return f"{points:+.2f}".replace("-", "−")
+
+
 def seen_conclusion(results: dict, table: int) -> Markdown:
     """Under the timeline of test scores seen: what it means for the headline."""
-    return Markdown(f"What Table {table} means for the headline: " + headline_caveat(results))
+    return Markdown(f"What Table {table} means for the headline. " + headline_caveat(results, steps=None))
 
 
-def headline_caveat(results: dict) -> str:
+def headline_caveat(results: dict, steps: str | None = "Section 4") -> str:
     """What watching the test set means for the headline: whether the scores seen and the final one
     lie inside each other's 95% intervals, and that stopping on a good score favours a lucky one."""
     n = results["numbers"]
@@ -244,7 +250,9 @@ def headline_caveat(results: dict) -> str:
             if inside
             else "do not all lie inside each other's 95% intervals. "
         )
-        + f"The search stopped at the first test score judged good enough (Section 4 gives each step), so the headline {final:.2%} is the best of "
+        + "The search stopped at the first test score judged good enough"
+        + (f" ({steps} gives each step)" if steps else "")
+        + f", so the headline {final:.2%} is the best of "
         f"{len(scores)} looks at the test set and likely optimistic: the mean of the {len(scores)} scores, "
         f"{sum(scores) / len(scores):.2%}, is a fairer guess of what a fresh test set would give."
     )

@@ -11,6 +11,8 @@ from .config import ExperimentConfig
 from .report import interval_text, minutes, plural, seconds_per_epoch
 from .tables import Table
 
+OPTIMIZER_NAMES = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD"}  # as the literature writes them
+
 
 def recipe_table(config: ExperimentConfig, parameters: int, number: int) -> Table:
     m, t = config.model, config.train
@@ -27,11 +29,15 @@ def recipe_table(config: ExperimentConfig, parameters: int, number: int) -> Tabl
         ("patches", f"{m.patch_size}×{m.patch_size} pixels, {side * side} tokens + a class token, linear embedding"),
         ("encoder", f"{m.depth} pre-norm blocks, width {m.embed_dim}, {m.num_heads} heads, MLP {m.mlp_hidden_dim}"),
         ("parameters", f"{parameters:,}"),
-        ("optimizer", f"{t.optimizer}, peak lr {t.lr:g}, weight decay {t.weight_decay:g}, batch {t.batch_size}"),
+        (
+            "optimizer",
+            f"{OPTIMIZER_NAMES.get(t.optimizer, t.optimizer)}, peak learning rate {t.lr:g}, "
+            f"weight decay {t.weight_decay:g}, batch {t.batch_size}",
+        ),
         (
             "schedule",
             f"{t.lr_schedule}"
-            + (f" after {t.warmup_epochs:g} warmup epochs" if t.warmup_epochs else "")
+            + (f" after {t.warmup_epochs:g} warm-up epochs" if t.warmup_epochs else "")
             + f", {plural(t.epochs, 'epoch')}",
         ),
         ("regularization", f"label smoothing {t.label_smoothing:g}, stochastic depth {m.drop_path_rate:g}"),
@@ -100,7 +106,7 @@ def ingredients_table(rows: dict[str, dict], number: int) -> Table:
         (
             name,
             m["test_error"],
-            "" if name == "all ingredients" else f"{(m['test_error'] - base) * 100:+.2f}",
+            "" if name == "all ingredients" else f"{(m['test_error'] - base) * 100:+.2f}".replace("-", "−"),
             f"{seconds_per_epoch(m):.0f}",
         )
         for name, m in rows.items()

@@ -16,34 +16,47 @@ import torch
 from matplotlib.layout_engine import ConstrainedLayoutEngine
 from sklearn.metrics import ConfusionMatrixDisplay
 
-# The PDF shows a figure at most 0.9 of the text width and 0.85 of its height (vitlib.render), on
+# The PDF shows a figure at most 0.9 of the text width and 0.8 of its height (vitlib.render), on
 # nbconvert's letter page with 1-inch margins; no text may print smaller than MIN_PRINT_PT there.
 PRINT_WIDTH_IN, PRINT_HEIGHT_IN, MIN_PRINT_PT = 0.9 * 6.5, 0.8 * 9.0, 8.0
-TIGHT_MARGIN = 1.1  # the saved image's tight bounding box may be wider than the figure
+
+
+def printed_scale(fig: plt.Figure) -> float:
+    """How much the PDF shrinks `fig`: the notebook saves it cropped to what it draws (bbox_inches
+    "tight", plus a pad), which labels outside the axes make larger than the figure itself."""
+    fig.canvas.draw()
+    box = fig.get_tightbbox(fig.canvas.get_renderer())
+    pad = 2 * plt.rcParams["savefig.pad_inches"]
+    return min(1.0, PRINT_WIDTH_IN / (box.width + pad), PRINT_HEIGHT_IN / (box.height + pad))
 
 
 def legible(plot):
-    """Make a plot function's text at least MIN_PRINT_PT points once the figure is shrunk to the page."""
+    """Make a plot function's text at least MIN_PRINT_PT points once the figure is shrunk to the page.
+    Larger text widens what the figure draws, so the scale is measured again until it holds."""
 
     @functools.wraps(plot)
     def drawn(*args, **kwargs):
         fig = plot(*args, **kwargs)
-        width, height = fig.get_size_inches()
-        scale = min(1.0, PRINT_WIDTH_IN / width, PRINT_HEIGHT_IN / height)
-        smallest = MIN_PRINT_PT * TIGHT_MARGIN / scale
-        for ax in fig.axes:  # tick labels are made as the figure draws: size them on their axes
-            for axis in ("x", "y"):
-                ticks = getattr(ax, f"get_{axis}ticklabels")()
-                if ticks and min(t.get_fontsize() for t in ticks) < smallest:
-                    ax.tick_params(axis=axis, labelsize=smallest)
-        fig.canvas.draw()
-        for text in fig.findobj(lambda artist: hasattr(artist, "get_fontsize") and hasattr(artist, "get_text")):
-            if text.get_text() and text.get_fontsize() < smallest:
-                text.set_fontsize(smallest)
-        if not isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):  # that one lays out as it draws
-            with warnings.catch_warnings():  # an axes tight_layout cannot place keeps its place
-                warnings.simplefilter("ignore", UserWarning)
-                fig.tight_layout()
+        for _ in range(4):
+            smallest = MIN_PRINT_PT / printed_scale(fig)
+            small = False
+            for ax in fig.axes:  # tick labels are made as the figure draws: size them on their axes
+                for axis in ("x", "y"):
+                    ticks = getattr(ax, f"get_{axis}ticklabels")()
+                    if ticks and min(t.get_fontsize() for t in ticks) < smallest:
+                        ax.tick_params(axis=axis, labelsize=smallest * 1.02)
+                        small = True
+            fig.canvas.draw()
+            for text in fig.findobj(lambda artist: hasattr(artist, "get_fontsize") and hasattr(artist, "get_text")):
+                if text.get_text() and text.get_visible() and text.get_fontsize() < smallest:
+                    text.set_fontsize(smallest * 1.02)
+                    small = True
+            if not isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):  # that one lays out as it draws
+                with warnings.catch_warnings():  # an axes tight_layout cannot place keeps its place
+                    warnings.simplefilter("ignore", UserWarning)
+                    fig.tight_layout()
+            if not small:
+                break
         return fig
 
     return drawn
@@ -83,10 +96,10 @@ def model_selection(
             fmt="o-",
             color=color,
             capsize=3,
-            label=f"{name} (mean, min-max over folds)",
+            label=f"{name}: mean, range over folds",
         )
         for i, v in enumerate(per_config):
-            ax.plot(np.full(len(v), i + shift), v, ".", color=color, alpha=0.4)
+            ax.plot(np.full(len(v), i + shift), v, ".", color=color, alpha=0.6, markersize=7)
     best_i = configs.index(best)
     ax.plot(
         best_i + 0.08,
@@ -100,10 +113,10 @@ def model_selection(
     )
     ax.set_xticks(x, labels, rotation=60 if len(x) > 6 else 20, ha="right", fontsize=8)
     ax.set_ylabel("misclassification error (%)")
-    ax.set_title(f"Model selection: {folds}-fold CV, {epochs} epochs per trial")
+    ax.set_title(f"Model selection: {folds}-fold cross-validation, {epochs} epochs per trial")
     ax.grid(alpha=0.3)
     # Under the axes: the best configuration, circled, is often in the corner a legend would cover.
-    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=3, frameon=False, fontsize=8)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=3, frameon=False, columnspacing=1.0)
     return fig
 
 
@@ -123,7 +136,10 @@ def _model_selection_ranked(
     labels = [("▶ " if r == best else "") + ", ".join(f"{k}={r[k]}" for k in grid_keys) for r in configs]
     ax.set_yticks(y, labels, fontsize=8)
     ax.set_xlabel("validation misclassification error (%)")
-    ax.set_title(f"{len(configs)} configurations, {folds}-fold CV, {epochs} epochs per trial; ▶ selected", fontsize=10)
+    ax.set_title(
+        f"{len(configs)} configurations, {folds}-fold cross-validation, {epochs} epochs per trial; ▶ selected",
+        fontsize=10,
+    )
     ax.grid(axis="x", alpha=0.3)
     ax.set_ylim(-0.7, len(configs) - 0.3)
     fig.tight_layout()
@@ -376,7 +392,7 @@ def validation_curves(runs: dict[str, dict]) -> plt.Figure:
         h = pd.DataFrame(m["history"])
         ax.plot(h["epoch"], h["eval_error"] * 100, "-", label=name)
         last.append(float(h["eval_error"].iloc[-1]) * 100)
-    top = 3 * max(last)
+    top = 2 * max(last)  # the last epochs' band fills a third of the height
     ax.set_ylim(0, top)
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"validation error (%), cut at {top:.1f}")

@@ -68,9 +68,7 @@ def confusion_caption(labels, predicted, number: int) -> Markdown:
     text = "Confusion matrix of the final model on the test set: true digit (rows) against prediction (columns)."
     if len(off) and off.max() > 0:
         (t, p), count = off.idxmax(), int(off.max())
-        text += (
-            f" The most frequent mistake reads a {t} as a {p} ({count:,} of {int((labels == t).sum()):,} test {t}s)."
-        )
+        text += f" The most frequent mistake reads {_a(t)} {t} as {_a(p)} {p} ({count:,} of {int((labels == t).sum()):,} test {t}s)."
     return caption("Figure", number, text)
 
 
@@ -115,6 +113,11 @@ def final_conclusion(metrics: dict, cfg: ExperimentConfig, best: dict) -> Markdo
         f"{plural(cfg.train.epochs, 'epoch')} of training on {metrics['n_train']:,} images, in "
         f"{metrics['train_seconds']:.0f} s on {_device_in_words(metrics['run'])}."
     )
+
+
+def _a(digit) -> str:
+    """The article before a digit read aloud: "an 8", "a 3"."""
+    return "an" if str(digit) == "8" else "a"
 
 
 def _device_in_words(run: dict) -> str:
