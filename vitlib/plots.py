@@ -7,6 +7,7 @@ none of them trains or evaluates anything.
 from __future__ import annotations
 
 import functools
+import textwrap
 import warnings
 
 import matplotlib.pyplot as plt
@@ -249,12 +250,13 @@ def position_similarity(similarity: torch.Tensor, kind: str) -> plt.Figure:
     i, j = np.triu_indices(len(sim), k=1)
     (ri, ci), (rj, cj) = np.divmod(i, side), np.divmod(j, side)
     distance = np.hypot(ri - rj, ci - cj)
-    for mask, label, color, size in (
-        (ri == rj, "same row", "tab:blue", 30),
-        (ci == cj, "same column", "tab:red", 30),
-        ((ri != rj) & (ci != cj), "neither", "0.7", 6),
+    # Rows as rings, columns as dots: where a row pair and a column pair coincide, both show.
+    for mask, label, style in (
+        (ri == rj, "same row", {"s": 60, "facecolors": "none", "edgecolors": "tab:blue", "linewidths": 1.5}),
+        (ci == cj, "same column", {"s": 20, "color": "tab:red"}),
+        ((ri != rj) & (ci != cj), "neither", {"s": 6, "color": "0.7"}),
     ):
-        axes[2].scatter(distance[mask], sim[i[mask], j[mask]], s=size, alpha=0.6, color=color, label=label)
+        axes[2].scatter(distance[mask], sim[i[mask], j[mask]], label=label, **style)
     axes[2].set_xlabel("distance in the image (patches)")
     axes[2].set_title(f"(c) cosine similarity of every pair\nof patches, {kind} table", fontsize=11)
     # Under the panel, not in it: every corner of it holds points.
@@ -365,16 +367,19 @@ def per_class_accuracy(accuracy: torch.Tensor) -> plt.Figure:
 def seed_spread(accuracies: dict[str, list[float]], claimed: float | None = None) -> plt.Figure:
     """Test accuracy of every seed of each recipe (a dot each, the mean a bar), one row per recipe,
     with a claimed accuracy for reference."""
-    fig, ax = plt.subplots(figsize=(7, 0.55 * len(accuracies) + 1.4))
+    fig, ax = plt.subplots(figsize=(7, 0.8 * len(accuracies) + 1.4))
     y = np.arange(len(accuracies))[::-1]
     for yi, (_name, accs) in zip(y, accuracies.items()):
         values = np.asarray(accs) * 100
-        ax.plot(values, np.full(len(values), yi), "o", color="tab:blue", alpha=0.6, ms=6)
+        # Seeds alternate a little above and below their row, so that close values stay apart.
+        offsets = np.where(np.arange(len(values)) % 2, 0.12, -0.12)[np.argsort(np.argsort(values))]
+        ax.plot(values, yi + offsets, "o", color="tab:blue", alpha=0.6, ms=6)
         ax.plot([values.mean()] * 2, [yi - 0.3, yi + 0.3], "-", color="black", lw=2)
     if claimed is not None:
         ax.axvline(claimed * 100, color="tab:red", ls="--", lw=1.5, label=f"course report's claim, {claimed:.0%}")
         ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
-    ax.set_yticks(y, [f"{name} ({len(a)} seeds)" for name, a in accuracies.items()])
+    # Long recipe names on two lines, so that the plot keeps most of the width.
+    ax.set_yticks(y, [textwrap.fill(f"{name} ({len(a)} seeds)", 28) for name, a in accuracies.items()])
     ax.set_xlabel("test accuracy (%): each seed a dot, the mean a bar")
     ax.grid(axis="x", alpha=0.3)
     ax.set_ylim(-0.6, len(accuracies) - 0.4)

@@ -26,8 +26,32 @@ def selection_figure_caption(selection: SelectionResult, number: int) -> Markdow
         number,
         "Training and validation error of each configuration: the mean over folds "
         "(line), the range over folds (bars) and each fold (dots); the selected one "
-        "is circled.",
+        "is circled." + _lead_sentence(selection),
     )
+
+
+def _lead_sentence(selection: SelectionResult) -> str:
+    """What to see in the selection figure: how far the pick leads, against the folds' own spread."""
+    ranked = selection.ok().sort_values("val_error_mean", kind="stable")
+    if len(ranked) < 2:
+        return ""
+    first, second = ranked["val_error_mean"].iloc[0], ranked["val_error_mean"].iloc[1]
+    return (
+        f" Its mean validation error, {first:.2%}, is {(second - first) * 100:.2f} points below the next one's, "
+        f"{'beyond' if second - first > NOISE_FACTOR * selection.fold_noise() else 'within'} fold noise."
+    )
+
+
+def main_effects_caption(selection: SelectionResult, number: int) -> Markdown:
+    """The caption of `plots.main_effects`'s figure, with the setting that moves the error most."""
+    effects = main_effects(selection)
+    spread = effects.groupby("setting", sort=False)["mean"].agg(lambda m: m.max() - m.min())
+    text = (
+        "Main effects: mean validation error per value of each grid setting; bars: the median fold standard deviation."
+    )
+    if len(spread) and spread.max() > 0:
+        text += f" The setting that moves it most is {spread.idxmax()}, by {spread.max() * 100:.2f} points."
+    return caption("Figure", number, text)
 
 
 def selection_table(result: SelectionResult, number: int, variants: dict[str, SelectionResult] | None = None) -> Table:

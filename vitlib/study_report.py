@@ -332,9 +332,10 @@ def position_text(similarity, embed_dim: int, kind: str) -> Markdown:
         shown = (", ".join(listed[:-1]) + " and " + listed[-1] if len(listed) > 1 else listed[0]) + (
             " and more" if len(echoes) > 6 else ""
         )
+        below = f" ({side} apart is the patch straight below in the image)" if side in echoes[:6] else ""
         text += (
-            f" Positions {shown} apart in reading order are on average as alike as direct neighbours "
-            f"(cosine {by_offset[1]:.2f} or more): the table gives each position a code that repeats, which "
+            f" Positions {shown} apart in reading order{below} are on average as alike as neighbours in reading "
+            f"order (cosine {by_offset[1]:.2f} or more): the table gives each position a code that repeats, which "
             f"the model must learn to read; it is not a map of the digit."
         )
     return Markdown(text)
