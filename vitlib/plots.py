@@ -367,7 +367,7 @@ def per_class_accuracy(accuracy: torch.Tensor) -> plt.Figure:
 def seed_spread(accuracies: dict[str, list[float]], claimed: float | None = None) -> plt.Figure:
     """Test accuracy of every seed of each recipe (a dot each, the mean a bar), one row per recipe,
     with a claimed accuracy for reference."""
-    fig, ax = plt.subplots(figsize=(7, 0.8 * len(accuracies) + 1.4))
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(accuracies) + 1.2))
     y = np.arange(len(accuracies))[::-1]
     for yi, (_name, accs) in zip(y, accuracies.items()):
         values = np.asarray(accs) * 100
