@@ -27,6 +27,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from .findings import point_key, validation_errors
 from .stats import wilson_interval
 
 K = 3.0  # spreads a number may move on another CPU
@@ -148,12 +149,12 @@ def _near_tie(name: str, picked: str, rebuilt_pick: str, new: dict) -> bool:
     committed pick and the rebuilt one score within K·σ of each other (validation errors, per
     configuration; averaged over a key's level, within 2·K·σ as for an effect)."""
     if name.endswith(".best") and not name.startswith("selection.effect["):  # a selection's pick
-        scores = _validation_errors(new, name[: -len(".best")])
-        mine, theirs = scores.get(_point(picked)), scores.get(_point(rebuilt_pick))
+        scores = validation_errors(new, name[: -len(".best")])
+        mine, theirs = scores.get(point_key(picked)), scores.get(point_key(rebuilt_pick))
         if mine is None or theirs is None:
             return False
         return abs(mine[0] - theirs[0]) <= K * max(mine[1], theirs[1], FLOOR)
-    scores = _validation_errors(new)
+    scores = validation_errors(new)
     if scores and name.startswith("selection.effect[") and name.endswith("].best"):
         key = name[len("selection.effect[") : -len("].best")]
         levels: dict[str, list] = {}
@@ -167,17 +168,3 @@ def _near_tie(name: str, picked: str, rebuilt_pick: str, new: dict) -> bool:
             return False
         return abs(means[picked] - means[rebuilt_pick]) <= 2 * K * max(noise, FLOOR)
     return False
-
-
-def _validation_errors(numbers: dict, selection: str = "selection") -> dict:
-    """{point: (mean validation error, its fold spread)} from `<selection>.val_error[k=v, ...]`."""
-    found, start = {}, f"{selection}.val_error["
-    for name, n in numbers.items():
-        if name.startswith(start) and name.endswith("]"):
-            found[_point(name[len(start) : -1])] = (n["value"], n["spread"] or 0.0)
-    return found
-
-
-def _point(text: str) -> tuple:
-    """'depth=3, mlp_hidden_dim=16' -> (('depth', '3'), ('mlp_hidden_dim', '16'))."""
-    return tuple(tuple(part.strip().split("=", 1)) for part in text.split(",") if "=" in part)

@@ -55,6 +55,20 @@ def _point(point: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in point.items())
 
 
+def point_key(text: str) -> tuple:
+    """'depth=3, mlp_hidden_dim=16' -> (('depth', '3'), ('mlp_hidden_dim', '16')): `_point` read back."""
+    return tuple(tuple(part.strip().split("=", 1)) for part in text.split(",") if "=" in part)
+
+
+def validation_errors(numbers: dict, selection: str = "selection") -> dict:
+    """{point: (mean validation error, its fold spread)} from `<selection>.val_error[k=v, ...]`."""
+    found, start = {}, f"{selection}.val_error["
+    for name, n in numbers.items():
+        if name.startswith(start) and name.endswith("]"):
+            found[point_key(name[len(start) : -1])] = (n["value"], n["spread"] or 0.0)
+    return found
+
+
 def selection_numbers(selection, prefix: str = "selection", said: str = "") -> dict:
     """Each configuration's validation error, the pick and its error; for the profile's own
     selection also the fold noise and each setting's main effect."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 from IPython.display import Markdown
 
 from .config import build_config
+from .findings import validation_errors
 from .selection_report import NOISE_FACTOR
 from .tables import Table
 
@@ -109,10 +111,9 @@ def _seed_values(results: dict, prefix: str) -> list[float]:
 def _lead(results: dict, selection: str) -> tuple[float, float]:
     """A selection's pick: (its lead in mean validation error over the next configuration, the
     fold-noise limit, NOISE_FACTOR x the median fold standard deviation of its configurations)."""
-    start = f"{selection}.val_error["
-    found = [(v["value"], v["spread"]) for k, v in results["numbers"].items() if k.startswith(start)]
-    errors, spreads = sorted(e for e, _ in found), sorted(s for _, s in found)
-    return errors[1] - errors[0], NOISE_FACTOR * float(pd.Series(spreads).median())
+    found = validation_errors(results["numbers"], selection).values()
+    errors = sorted(e for e, _ in found)
+    return errors[1] - errors[0], NOISE_FACTOR * float(np.median([s for _, s in found]))
 
 
 def runner_up_verdict(results: dict) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from IPython.display import Markdown
 
 from .config import ExperimentConfig
-from .report import minutes, number_word, plural, runner_up
+from .report import minutes, number_word, plural, runner_up, signed_points
 from .stats import mcnemar, wilson_interval
 
 
@@ -118,7 +118,7 @@ def ingredients_text(rows: dict[str, dict], full_epochs: int, table: int) -> Mar
         said = [
             f"removing *{k.removeprefix('without ')}*" if k.startswith("without ") else f"*{k}* instead" for k in helped
         ]
-        said = [f"{s} ({_signed(changes[k] * 100)})" for s, k in zip(said, helped)]
+        said = [f"{s} ({signed_points(changes[k] * 100)})" for s, k in zip(said, helped)]
         listed = said[0] if len(said) == 1 else ", ".join(said[:-1]) + " and " + said[-1]
         text += f"{listed[0].upper()}{listed[1:]} cost{'s' if len(said) == 1 else ''} more than that. "
     else:
@@ -126,7 +126,7 @@ def ingredients_text(rows: dict[str, dict], full_epochs: int, table: int) -> Mar
     if hurt:
         text += (
             "At this short schedule, "
-            + ", ".join(f"*{k}* ({_signed(changes[k] * 100)})" for k in hurt)
+            + ", ".join(f"*{k}* ({signed_points(changes[k] * 100)})" for k in hurt)
             + " even does better: regularizers pay off over long training, which these runs do not reach. "
         )
     text += (
@@ -223,11 +223,6 @@ def laptop_abstract(results: dict, final: dict, config: ExperimentConfig, held_o
     else:
         text += "No test number chose anything (the per-epoch test curve included)."
     return Markdown(text)
-
-
-def _signed(points: float) -> str:
-    """+0.78 or −0.46, with a true minus sign."""
-    return f"{points:+.2f}".replace("-", "−")
 
 
 def seen_conclusion(results: dict, table: int) -> Markdown:

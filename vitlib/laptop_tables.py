@@ -8,10 +8,8 @@ import pandas as pd
 from IPython.display import Markdown
 
 from .config import ExperimentConfig
-from .report import interval_text, minutes, plural, seconds_per_epoch
+from .report import OPTIMIZER_NAMES, interval_text, minutes, plural, seconds_per_epoch, signed_points
 from .tables import Table
-
-OPTIMIZER_NAMES = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD"}  # as the literature writes them
 
 
 def recipe_table(config: ExperimentConfig, parameters: int, number: int) -> Table:
@@ -106,7 +104,7 @@ def ingredients_table(rows: dict[str, dict], number: int) -> Table:
         (
             name,
             m["test_error"],
-            "" if name == "all ingredients" else f"{(m['test_error'] - base) * 100:+.2f}".replace("-", "−"),
+            "" if name == "all ingredients" else signed_points((m["test_error"] - base) * 100),
             f"{seconds_per_epoch(m):.0f}",
         )
         for name, m in rows.items()

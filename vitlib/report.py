@@ -53,3 +53,11 @@ def minutes(seconds: float) -> str:
 
 def number_word(n: int) -> str:
     return {2: "Two", 3: "Three", 4: "Four", 5: "Five"}.get(n, str(n))
+
+
+OPTIMIZER_NAMES = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD"}  # as the literature writes them
+
+
+def signed_points(points: float) -> str:
+    """+0.78 or −0.46, with a true minus sign."""
+    return f"{points:+.2f}".replace("-", "−")

@@ -38,7 +38,7 @@ def _lead_sentence(selection: SelectionResult) -> str:
     first, second = ranked["val_error_mean"].iloc[0], ranked["val_error_mean"].iloc[1]
     return (
         f" Its mean validation error, {first:.2%}, is {(second - first) * 100:.2f} points below the next one's, "
-        f"{'beyond' if second - first > NOISE_FACTOR * selection.fold_noise() else 'within'} fold noise."
+        f"{'beyond' if _beyond_noise(selection, second - first) else 'within'} fold noise."
     )
 
 
@@ -109,14 +109,18 @@ def variants_conclusion(
     return Markdown(" ".join(parts))
 
 
+def _beyond_noise(result: SelectionResult, gap: float) -> bool:
+    """The one rule for fold noise: a gap larger than NOISE_FACTOR x the median fold std."""
+    return gap > NOISE_FACTOR * result.fold_noise()
+
+
 def _margin(result: SelectionResult, gap: float) -> str:
-    """A pick's lead, judged by the one rule for fold noise (NOISE_FACTOR x the median fold std)."""
-    noise = result.fold_noise()
-    limit = NOISE_FACTOR * noise
+    """A pick's lead, judged by the one rule for fold noise."""
+    limit = NOISE_FACTOR * result.fold_noise()
     return (
         f"beyond fold noise (more than {NOISE_FACTOR} × the median fold standard deviation, {limit * 100:.2f} points), "
         "a clear pick"
-        if gap > limit
+        if _beyond_noise(result, gap)
         else f"within fold noise ({NOISE_FACTOR} × the median fold standard deviation is {limit * 100:.2f} points), "
         "so the pick is not clear-cut"
     )

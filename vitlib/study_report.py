@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 
 from .config import ExperimentConfig
 from .data import MNIST
-from .report import caption, interval_text, plural, point
+from .report import OPTIMIZER_NAMES, caption, interval_text, plural, point
 from .selection import SELECTION_RULE, SelectionResult
 from .stats import mcnemar, mean_std, t_interval, wilson_interval
 from .tables import Table
@@ -198,7 +198,7 @@ def _recipe(c: ExperimentConfig) -> tuple[str, str]:
     """A recipe in words: (the model, its training)."""
     schedule = {"constant": "a constant learning rate", "cosine": "cosine decay of the learning rate"}
     training = (
-        f"{'AdamW' if c.train.optimizer == 'adamw' else c.train.optimizer.capitalize()}, learning rate "
+        f"{OPTIMIZER_NAMES.get(c.train.optimizer, c.train.optimizer)}, learning rate "
         f"{c.train.lr:g}, {schedule.get(c.train.lr_schedule, c.train.lr_schedule + ' schedule')}"
         + (
             f" after {c.train.warmup_epochs:g} warm-up epoch{'' if c.train.warmup_epochs == 1 else 's'}"
